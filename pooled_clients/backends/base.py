@@ -1,0 +1,115 @@
+"""The extension point: subclass :class:`ClientBackend` to pool any client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["ClientBackend", "time_left"]
+
+_deadline = threading.local()
+
+
+def time_left(default: float) -> float:
+    """Seconds left before the current acquire's deadline, at most ``default``.
+
+    The engine sets a per-thread deadline around ``create()`` and ``check()`` so that a
+    backend honouring :attr:`ClientBackend.connect_timeout` also honours the caller's
+    remaining acquire budget.
+    """
+    deadline: float | None = getattr(_deadline, "value", None)
+    if deadline is None:
+        return default
+    return max(0.0, min(default, deadline - time.monotonic()))
+
+
+class _DeadlineScope:
+    __slots__ = ("_previous", "_value")
+
+    def __init__(self, deadline: float | None) -> None:
+        self._value = deadline
+        self._previous: float | None = None
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_deadline, "value", None)
+        _deadline.value = self._value
+
+    def __exit__(self, *exc: object) -> None:
+        _deadline.value = self._previous
+
+
+def deadline_scope(deadline: float | None) -> _DeadlineScope:
+    """Bound every :func:`time_left` call in this thread by ``deadline`` (monotonic)."""
+    return _DeadlineScope(deadline)
+
+
+class ClientBackend(Generic[T]):
+    """Creates, validates, resets and closes one kind of client.
+
+    One instance serves one pool (one per endpoint when ``ENDPOINTS`` is used) and is
+    built as ``Backend(alias, options)`` where ``options`` is the pool's ``OPTIONS``.
+    Methods are called from many threads; keep per-client state on the client.
+
+    The engine never hands a backend a client inherited across ``fork()``: it abandons
+    those itself, without I/O.
+    """
+
+    #: True for backends whose clients must be used from async code only.
+    is_async: ClassVar[bool] = False
+    #: Option names whose values are secrets (masked wherever they are shown).
+    secret_options: ClassVar[tuple[str, ...]] = ("password", "token", "secret")
+
+    #: Seconds one creation attempt may take; set by the pool from ``CONNECT_TIMEOUT``.
+    _connect_timeout: float = 5.0
+
+    def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
+        self.alias = alias
+        self.options: dict[str, Any] = dict(options)
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds the current creation attempt may take (``CONNECT_TIMEOUT``, or less
+        when the caller's acquire timeout runs out first)."""
+        return time_left(self._connect_timeout)
+
+    @connect_timeout.setter
+    def connect_timeout(self, value: float) -> None:
+        self._connect_timeout = float(value)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with ``options``, each a sentence; reported as system-check errors."""
+        return []
+
+    def create(self) -> T:
+        """Open and return a new client. Must not take longer than ``connect_timeout``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement create()")
+
+    def close(self, client: T) -> None:
+        """Close ``client``. Must not raise for a client that is already broken."""
+
+    def check(self, client: T) -> None:
+        """Raise when ``client`` is unusable. Called on checkout per ``CHECK`` policy."""
+
+    def reset(self, client: T) -> bool:
+        """Make ``client`` ready for the next caller on release; False discards it."""
+        return True
+
+    def describe(self) -> str:
+        """The target people see: host, port, database, user; never a secret."""
+        return type(self).__name__
+
+    def secrets(self) -> list[str]:
+        """Literal secret values to mask in any text the project renders."""
+        found: list[str] = []
+        for key, value in self.options.items():
+            if isinstance(value, str) and any(word in key.lower() for word in self.secret_options):
+                found.append(value)
+        return found
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} alias={self.alias!r} target={self.describe()!r}>"

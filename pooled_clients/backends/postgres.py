@@ -1,0 +1,183 @@
+"""PostgreSQL clients: psycopg 3 connections.
+
+``OPTIONS`` takes ``conninfo`` (a URL or ``key=value`` string) plus any keyword of
+``psycopg.connect``: libpq parameters (``host``, ``dbname``, ``application_name``, ...) and
+psycopg's own (``autocommit``, ``prepare_threshold``, ``row_factory``, ...). Use
+``"prepare_threshold": None`` behind PgBouncer in transaction mode.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pooled_clients.backends.base import ClientBackend, time_left
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresBackend"]
+
+#: Keywords ``psycopg.connect`` takes itself rather than passing to libpq.
+PSYCOPG_KEYWORDS = frozenset({
+    "autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context",
+})
+_SECRET_PARAMS = ("password", "sslpassword")
+
+
+def _connect_params(options: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Split OPTIONS into conninfo, libpq keywords and psycopg keywords."""
+    conninfo = options.get("conninfo", "") or ""
+    libpq = {k: v for k, v in options.items() if k != "conninfo" and k not in PSYCOPG_KEYWORDS}
+    own = {k: v for k, v in options.items() if k in PSYCOPG_KEYWORDS}
+    return conninfo, libpq, own
+
+
+class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
+    """A pool of ``psycopg.Connection`` objects.
+
+    Returned inside a transaction: rolled back. Broken, closed or returned mid-query:
+    discarded. ``check`` is a round trip bounded by the time left.
+    """
+
+    #: The reset decides: an exception in the block leaves a transaction to roll back.
+    discard_on_error = False
+
+    def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
+        super().__init__(alias, options)
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        self._psycopg = psycopg
+        conninfo, libpq, own = _connect_params(options)
+        self._conninfo = make_conninfo(conninfo, **libpq)
+        self._params = conninfo_to_dict(self._conninfo)
+        self._own = own
+        self._idle_status = psycopg.pq.TransactionStatus.IDLE
+        self._rollback_status = (psycopg.pq.TransactionStatus.INTRANS,
+                                 psycopg.pq.TransactionStatus.INERROR)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Reject what ``psycopg.connect`` would reject, without connecting."""
+        try:
+            from psycopg.conninfo import make_conninfo
+        except ImportError:
+            return ["psycopg 3 is not installed; install it with 'pip install psycopg[binary]'."]
+        problems = []
+        conninfo = options.get("conninfo", "")
+        if not isinstance(conninfo, str):
+            problems.append(f"'conninfo' is {type(conninfo).__name__}; expected a string such "
+                            "as 'postgresql://user@host/dbname'.")
+            conninfo = ""
+        if "autocommit" in options and not isinstance(options["autocommit"], bool):
+            problems.append(f"'autocommit' is {options['autocommit']!r}; expected True or False.")
+        threshold = options.get("prepare_threshold", 5)
+        if threshold is not None and (
+            not isinstance(threshold, int) or isinstance(threshold, bool)
+        ):
+            problems.append(f"'prepare_threshold' is {threshold!r}; expected an integer or None.")
+        _, libpq, _ = _connect_params(options)
+        try:
+            make_conninfo(conninfo, **libpq)
+        except Exception as exc:
+            from pooled_clients.masking import mask_text
+
+            problems.append(mask_text(f"psycopg rejects the connection options: {exc}"))
+        return problems
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self) -> psycopg.Connection[Any]:
+        """Connect, honouring CONNECT_TIMEOUT (libpq's minimum is 2 seconds)."""
+        timeout = self.connect_timeout
+        if timeout <= 0:
+            raise TimeoutError("no time left to connect")
+        return self._psycopg.connect(
+            self._conninfo, connect_timeout=max(1, math.ceil(timeout)), **self._own
+        )
+
+    def close(self, client: psycopg.Connection[Any]) -> None:
+        """Close the connection (a no-op when it is already closed)."""
+        client.close()
+
+    def is_broken(self, client: psycopg.Connection[Any]) -> bool:
+        """True when the connection was lost (not when it was merely returned mid-query)."""
+        return bool(client.broken or client.closed)
+
+    def reset(self, client: psycopg.Connection[Any]) -> bool:
+        """Roll back an open or failed transaction; False discards the connection."""
+        if client.closed or client.broken:
+            return False
+        status = client.pgconn.transaction_status
+        if status == self._idle_status:
+            return True
+        if status in self._rollback_status:
+            try:
+                self._round_trip(client, b"ROLLBACK", time_left(self._connect_timeout))
+            except Exception:
+                return False
+            return client.pgconn.transaction_status == self._idle_status
+        return False  # ACTIVE (mid-query) or UNKNOWN (broken)
+
+    def check(self, client: psycopg.Connection[Any]) -> None:
+        """A ``SELECT 1`` round trip, bounded by the time left (never a hang)."""
+        if client.closed or client.broken:
+            raise self._psycopg.OperationalError("the connection is closed")
+        status = client.pgconn.transaction_status
+        if status != self._idle_status:
+            state = self._psycopg.pq.TransactionStatus(status).name
+            raise self._psycopg.OperationalError(f"the connection is not idle ({state})")
+        self._round_trip(client, b"SELECT 1", time_left(self._connect_timeout))
+
+    def _round_trip(self, client: psycopg.Connection[Any], query: bytes, timeout: float) -> None:
+        """Run ``query`` on the raw libpq connection, waiting at most ``timeout`` seconds."""
+        pq = self._psycopg.pq
+        pgconn = client.pgconn
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with client.lock:
+            pgconn.send_query(query)
+            poller = select.poll()
+            poller.register(pgconn.socket, select.POLLIN | select.POLLOUT)
+            while pgconn.flush():
+                self._poll(poller, deadline)
+            poller.modify(pgconn.socket, select.POLLIN)
+            while True:
+                pgconn.consume_input()
+                if not pgconn.is_busy():
+                    break
+                self._poll(poller, deadline)
+            error: str | None = None
+            while (result := pgconn.get_result()) is not None:
+                if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK,
+                                         pq.ExecStatus.EMPTY_QUERY):
+                    message = result.error_message.decode("utf-8", "replace").strip()
+                    error = message or pq.ExecStatus(result.status).name
+        if error is not None:
+            raise self._psycopg.OperationalError(error)
+
+    @staticmethod
+    def _poll(poller: select.poll, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000.0):
+            raise TimeoutError("the server did not answer in time")
+
+    # ------------------------------------------------------------------ presentation
+
+    def describe(self) -> str:
+        """``postgresql://user@host:port/dbname`` without the password."""
+        params = self._params
+        host = params.get("host") or params.get("hostaddr") or "local socket"
+        port = params.get("port")
+        user = str(params.get("user") or "")
+        dbname = params.get("dbname")
+        target = f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
+        return f"{target}/{dbname}" if dbname else target
+
+    def secrets(self) -> list[str]:
+        """The password(s) in conninfo or OPTIONS."""
+        found = [str(self._params[key]) for key in _SECRET_PARAMS if self._params.get(key)]
+        return found + super().secrets()

@@ -1,0 +1,111 @@
+"""The one maintenance thread of the process, shared by every pool.
+
+Started lazily (on a pool's first slow-path use, never in ``ready()``), so that a
+``--preload`` master that never serves requests forks with no extra thread running; and
+restarted lazily in a forked child, where the parent's thread does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from pooled_clients import pool as _pool
+
+__all__ = ["add_periodic", "ensure_running", "stop", "wake"]
+
+logger = logging.getLogger("pooled_clients")
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_thread_pid = 0
+_wakeup = threading.Event()
+_stopping = threading.Event()
+#: Extra periodic jobs (name -> (interval, callable)), e.g. publishing shared status.
+_periodic: dict[str, tuple[float, Callable[[], None]]] = {}
+_last_run: dict[str, float] = {}
+
+#: Longest sleep between two rounds.
+MAX_SLEEP = 1.0
+
+
+def ensure_running() -> None:
+    """Start the maintenance thread in this process if it is not running."""
+    global _thread, _thread_pid
+    pid = os.getpid()
+    if _thread is not None and _thread_pid == pid and _thread.is_alive():
+        return
+    with _lock:
+        if _thread is not None and _thread_pid == pid and _thread.is_alive():
+            return
+        _stopping.clear()
+        _thread = threading.Thread(target=_run, name="pooled_clients-maintenance", daemon=True)
+        _thread_pid = pid
+        _thread.start()
+
+
+def wake() -> None:
+    """Run a round now rather than at the next scheduled time."""
+    _wakeup.set()
+
+
+def add_periodic(name: str, interval: float, job: Callable[[], None]) -> None:
+    """Run ``job`` every ``interval`` seconds in the maintenance thread."""
+    _periodic[name] = (interval, job)
+    ensure_running()
+    wake()
+
+
+def remove_periodic(name: str) -> None:
+    """Stop running the job registered under ``name``."""
+    _periodic.pop(name, None)
+    _last_run.pop(name, None)
+
+
+def stop(timeout: float = 1.0) -> None:
+    """Stop the thread (at shutdown); bounded, never hangs."""
+    thread = _thread
+    _stopping.set()
+    _wakeup.set()
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout)
+
+
+def _run() -> None:
+    while not _stopping.is_set():
+        now = time.monotonic()
+        sleep = MAX_SLEEP
+        for pool in list(_pool._LIVE_POOLS):
+            if not pool._started:
+                continue
+            try:
+                delay = pool.maintain(now)
+            except Exception:  # keep serving the other pools
+                logger.exception("Maintenance of pool %r failed", pool.alias)
+                continue
+            if delay is not None:
+                sleep = min(sleep, delay)
+        for name, (interval, job) in list(_periodic.items()):
+            if now - _last_run.get(name, float("-inf")) >= interval:
+                _last_run[name] = now
+                try:
+                    job()
+                except Exception:
+                    logger.exception("Periodic job %r failed", name)
+            sleep = min(sleep, interval)
+        _wakeup.wait(max(0.01, sleep))
+        _wakeup.clear()
+
+
+def _after_fork_in_child() -> None:
+    global _thread, _wakeup, _lock
+    _thread = None
+    _lock = threading.Lock()
+    _wakeup = threading.Event()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,114 @@
+"""Pool statistics: the one snapshot every surface (admin, health, commands, metrics) reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Lease", "PoolStats", "WaitWindow"]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A client in use: who holds it, since when, and where it was acquired."""
+
+    thread: str
+    thread_id: int
+    held_for: float
+    where: str
+    leaked: bool = False
+    stack: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A consistent snapshot of one pool (or one endpoint of a pool) in this process.
+
+    Counters (``*_total``) are monotonic for the life of the pool. ``size`` counts open
+    clients plus those being created. Wait percentiles cover a recent window of
+    checkouts and are None when there are no samples.
+    """
+
+    alias: str
+    backend: str
+    target: str
+    pid: int
+    min_size: int
+    max_size: int
+    size: int
+    idle: int
+    in_use: int
+    waiting: int
+    acquired_total: int
+    released_total: int
+    created_total: int
+    closed_total: int
+    timeouts_total: int
+    errors_total: int
+    check_failures_total: int
+    leaks_total: int
+    wait_ms_p50: float | None
+    wait_ms_p95: float | None
+    wait_ms_p99: float | None
+    healthy: bool
+    last_error: str | None
+    endpoints: dict[str, PoolStats] = field(default_factory=dict)
+    leases: tuple[Lease, ...] = ()
+    #: "open", "failing", "closed" or "retired".
+    state: str = "open"
+    creating: int = 0
+    timeout: float = 0.0
+    #: Backend-specific figures (for HTTP pools: request latency percentiles and error rate).
+    backend_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def utilization(self) -> float:
+        """Fraction of MAX_SIZE in use, 0.0 to 1.0."""
+        return self.in_use / self.max_size if self.max_size else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (endpoints and leases included)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["endpoints"] = {name: s.as_dict() for name, s in self.endpoints.items()}
+        data["leases"] = [lease.as_dict() for lease in self.leases]
+        data["utilization"] = round(self.utilization, 4)
+        return data
+
+
+class WaitWindow:
+    """Acquire-wait samples of the most recent checkouts, in a fixed ring.
+
+    Writing a sample is one list store and one add, cheap enough for the hot path; the
+    sort happens only when stats are read.
+    """
+
+    __slots__ = ("_pos", "_samples", "_size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._samples: list[float] = [0.0] * size
+        self._pos = 0
+
+    def add(self, seconds: float) -> None:
+        """Record one wait (callers hold the pool lock)."""
+        self._samples[self._pos % self._size] = seconds
+        self._pos += 1
+
+    def percentiles(self) -> tuple[float | None, float | None, float | None]:
+        """p50, p95 and p99 in milliseconds over the window (None with no samples)."""
+        count = min(self._pos, self._size)
+        if not count:
+            return None, None, None
+        values = sorted(self._samples[:count])
+
+        def pick(q: float) -> float:
+            index = min(count - 1, max(0, math.ceil(q * count) - 1))
+            return round(values[index] * 1000.0, 3)
+
+        return pick(0.50), pick(0.95), pick(0.99)

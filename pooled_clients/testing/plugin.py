@@ -1,0 +1,71 @@
+"""The pytest plugin (entry point ``pytest11``), active wherever the package is installed.
+
+Fixtures:
+
+``pooled_clients_settings``
+    ``configure(alias, definition)`` replaces (or adds) one pool for the current test;
+    the previous settings come back at teardown.
+``pooled_clients_broken``
+    ``broken(alias)`` makes a pool behave as if its service were down for the rest of the
+    test: acquires raise ``ClientCreationError``, health checks fail.
+``pooled_clients_no_leaks``
+    Fails the test if any client is still checked out when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def pooled_clients_settings() -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """Replace one pool's definition for the duration of the test."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    overrides: list[Any] = []
+
+    def configure(alias: str, definition: dict[str, Any]) -> None:
+        current = dict(getattr(settings, "POOLED_CLIENTS", {}))
+        current[alias] = definition
+        override = override_settings(POOLED_CLIENTS=current)
+        override.enable()
+        overrides.append(override)
+
+    try:
+        yield configure
+    finally:
+        for override in reversed(overrides):
+            override.disable()
+
+
+@pytest.fixture
+def pooled_clients_broken() -> Iterator[Callable[[str], None]]:
+    """Make pools behave as if their service were down until the test ends."""
+    from pooled_clients.testing.helpers import break_pool
+
+    with contextlib.ExitStack() as stack:
+
+        def broken(alias: str) -> None:
+            stack.enter_context(break_pool(alias))
+
+        yield broken
+
+
+@pytest.fixture
+def pooled_clients_no_leaks() -> Iterator[None]:
+    """Fail the test when a client acquired from a pool is never released."""
+    from pooled_clients.testing.helpers import leaked_leases
+
+    yield
+    leaked = leaked_leases()
+    if leaked:
+        lines = [
+            f"{alias}: held by {lease.thread} for {lease.held_for:.2f}s, acquired at {lease.where}"
+            for alias, leases in leaked.items() for lease in leases
+        ]
+        pytest.fail("Clients were not released:\n" + "\n".join(lines), pytrace=False)

@@ -1,0 +1,255 @@
+"""``python -m benchmarks``: run everything and write docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.util
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import contestants as cs
+from benchmarks.e2e import E2EResults, run_e2e
+from benchmarks.hotpath import ProfileResult, profile_hot_path
+from benchmarks.machine import git_revision, machine_info, usable_cpus, versions
+from benchmarks.micro import MicroResults, run_micro
+from benchmarks.report import Run, render
+from benchmarks.setup_bench import SetupResults, run_setup
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark pooled_clients against the floor and its peers.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of a few seconds (1 round, 0.1 s per cell)",
+    )
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 1)")
+    p.add_argument("--duration", type=float, help="seconds per cell (default 1.0; quick 0.1)")
+    p.add_argument("--threads", default="1,4,16,64", help="thread counts (default 1,4,16,64)")
+    p.add_argument("--contestants", help="comma-separated keys (default: all)")
+    p.add_argument("--skip-e2e", action="store_true", help="skip the gunicorn + wrk part")
+    p.add_argument("--e2e-duration", type=int, help="seconds per wrk run (default 5; quick 1)")
+    p.add_argument("--e2e-rounds", type=int, help="end-to-end rounds (default 3; quick 1)")
+    p.add_argument("--workers", type=int, help="gunicorn workers (default: usable CPUs)")
+    p.add_argument("--worker-threads", type=int, default=4, help="threads per worker (4)")
+    p.add_argument("--setup-samples", type=int, help="django.setup() samples (default 7; quick 1)")
+    p.add_argument("--setup-pools", type=int, default=50, help="pools configured (50)")
+    p.add_argument(
+        "--profile-seconds",
+        type=float,
+        help="cProfile of the 1-thread hot path (default 2; quick 0 = skip)",
+    )
+    p.add_argument(
+        "--output",
+        help="Markdown file, or - for standard output "
+        "(default docs/benchmarks.md; with --quick: standard output)",
+    )
+    p.add_argument("--json", help="also write the raw samples as JSON to this file")
+    args = p.parse_args(argv)
+    quick = args.quick
+    if args.rounds is None:
+        args.rounds = 1 if quick else 5
+    if args.duration is None:
+        args.duration = 0.1 if quick else 1.0
+    if args.e2e_duration is None:
+        args.e2e_duration = 1 if quick else 5
+    if args.e2e_rounds is None:
+        args.e2e_rounds = 1 if quick else 3
+    if args.setup_samples is None:
+        args.setup_samples = 1 if quick else 7
+    if args.profile_seconds is None:
+        args.profile_seconds = 0.0 if quick else 2.0
+    if args.workers is None:
+        args.workers = max(1, usable_cpus())
+    if args.output is None:
+        args.output = "-" if quick else str(DEFAULT_OUTPUT)
+    args.thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
+    keys = [s.key for s in cs.SPECS]
+    if args.contestants:
+        wanted = [k.strip() for k in args.contestants.split(",") if k.strip()]
+        unknown = sorted(set(wanted) - set(keys))
+        if unknown:
+            p.error(f"unknown contestants {unknown}; choose from {keys}")
+        if "floor" not in wanted:
+            wanted.insert(0, "floor")  # every ratio is against it
+        args.contestant_keys = [k for k in keys if k in wanted]
+    else:
+        args.contestant_keys = keys
+    if args.rounds < 1 or args.duration <= 0 or not args.thread_counts:
+        p.error("--rounds, --duration and --threads must be positive")
+    return args
+
+
+def _server_version(conninfo: str) -> str:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True, application_name="bench_observer") as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split(" ")[0] if row else "unknown"
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {
+            ("/".join(map(str, k)) if isinstance(k, tuple) else str(k)): _jsonable(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if callable(obj):
+        return getattr(obj, "__name__", repr(obj))
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    command = "python -m benchmarks" + (
+        " " + shlex.join(sys.argv[1:] if argv is None else argv)
+        if (sys.argv[1:] if argv is None else argv)
+        else ""
+    )
+    notes: list[str] = []
+    failed = False
+
+    from devservers.postgres import PostgresCluster
+
+    log("starting PostgreSQL")
+    cluster = PostgresCluster(name="bench", settings={"max_connections": "200"})
+    cluster.start()
+    micro: MicroResults | None = None
+    setup: SetupResults | None = None
+    e2e: E2EResults | None = None
+    profile: ProfileResult | None = None
+    connections: dict[str, tuple[int | None, int | None]] = {}
+    specs = [s for s in cs.SPECS if s.key in args.contestant_keys]
+    try:
+        conninfo = cluster.conninfo()
+        server = _server_version(conninfo)
+        ours_installed = importlib.util.find_spec("pooled_clients.backends.postgres") is not None
+
+        if ours_installed:
+            log(f"django.setup() with 0 and {args.setup_pools} pools")
+            setup = run_setup(
+                conninfo, args.setup_pools, args.setup_samples, 0.2 if args.quick else 0.5, log
+            )
+            failed |= setup.error is not None
+        else:
+            notes.append(
+                "pooled_clients.backends.postgres is not importable: the "
+                "django.setup() probe, the pooled_clients contestants and views were "
+                "skipped."
+            )
+            failed = True
+
+        built: list[cs.Contestant] = []
+        for spec in specs:
+            app = "bench_" + (cs.OURS if spec.key.startswith(cs.OURS) else spec.key)
+            log(f"opening {spec.label}")
+            try:
+                built.append(spec.build(conninfo, app))
+            except Exception as exc:
+                notes.append(f"{spec.label} could not be built: {type(exc).__name__}: {exc}")
+                log(f"  {spec.label} failed: {exc}")
+                failed = True
+        for c in built:
+            n = cs.wait_for_connections(conninfo, c.application_name, cs.POOL_SIZE, 10.0)
+            connections[c.key] = (n, None)
+            if n != cs.POOL_SIZE:
+                notes.append(f"{c.label} held {n} connections, not {cs.POOL_SIZE}, at the start.")
+
+        if built:
+            cells = len(built) * 2 * len(args.thread_counts) * args.rounds
+            log(f"micro: {cells} cells x {args.duration:g} s (~{cells * args.duration:.0f} s)")
+            micro = run_micro(
+                built,
+                args.thread_counts,
+                args.rounds,
+                args.duration,
+                0.05 if args.quick else 0.3,
+                log,
+            )
+            failed |= bool(micro.errors)
+            counts = cs.count_connections(conninfo, "bench_")
+            for c in built:
+                connections[c.key] = (connections[c.key][0], counts.get(c.application_name, 0))
+
+        ours = next((c for c in built if c.key == cs.OURS), None)
+        if ours is not None and args.profile_seconds > 0:
+            log("profiling pooled_clients, 1 thread, no query")
+            profile = profile_hot_path(ours, args.profile_seconds)
+
+        for c in built:
+            try:
+                c.close()
+            except Exception as exc:
+                notes.append(f"closing {c.label} failed: {type(exc).__name__}: {exc}")
+        try:
+            cs.close_ours()
+        except Exception as exc:
+            notes.append(f"closing pooled_clients pools failed: {type(exc).__name__}: {exc}")
+
+        if not args.skip_e2e:
+            log("end to end: gunicorn + wrk")
+            e2e = run_e2e(
+                conninfo,
+                workers=args.workers,
+                threads=args.worker_threads,
+                duration=args.e2e_duration,
+                rounds=args.e2e_rounds,
+                warmup=1,
+                with_ours=ours_installed,
+                log=log,
+            )
+            failed |= e2e.error is not None or bool(e2e.skipped)
+    finally:
+        cluster.destroy()
+
+    vers = versions()
+    vers["PostgreSQL"] = server
+    if e2e is not None and e2e.wrk_version:
+        vers["wrk"] = e2e.wrk_version
+    run = Run(
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        command=command,
+        revision=git_revision(),
+        wall_seconds=time.perf_counter() - started,
+        machine=machine_info(),
+        versions=vers,
+        specs=specs,
+        connections=connections,
+        micro=micro,
+        setup=setup,
+        e2e=e2e,
+        profile=profile,
+        notes=notes,
+    )
+    text = render(run)
+    if args.output == "-":
+        print(text)
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        log(f"wrote {args.output}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_jsonable(run), indent=1, default=str))
+    log(f"done in {run.wall_seconds:.0f} s" + (" with failures" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from benchmarks.e2e_site import views
+
+urlpatterns = [
+    path("ping/", views.ping),
+    path("db/pooled_clients/", views.db_pooled_clients),
+    path("db/django/", views.db_django),
+    path("db/connect/", views.db_connect),
+    path("http/pooled_clients/", views.http_pooled_clients),
+    path("http/requests/", views.http_requests),
+]

@@ -1,0 +1,173 @@
+"""Fixed-duration checkout/return loops, interleaved across contestants and rounds."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.contestants import Contestant
+
+SQL = "SELECT 1"
+
+WORKLOADS: dict[str, str] = {
+    "noquery": "checkout + return, no query",
+    "select1": "checkout + SELECT 1 + return",
+}
+
+
+def _pair_loop(
+    acquire: Callable[[], Any], release: Callable[[Any], None], running: list[bool], query: bool
+) -> int:
+    n = 0
+    if query:
+        while running[0]:
+            conn = acquire()
+            try:
+                conn.execute(SQL).fetchone()
+            finally:
+                release(conn)
+            n += 1
+    else:
+        while running[0]:
+            conn = acquire()
+            release(conn)
+            n += 1
+    return n
+
+
+def _with_loop(
+    connection: Callable[[], AbstractContextManager[Any]], running: list[bool], query: bool
+) -> int:
+    n = 0
+    if query:
+        while running[0]:
+            with connection() as conn:
+                conn.execute(SQL).fetchone()
+            n += 1
+    else:
+        while running[0]:
+            with connection():
+                pass
+            n += 1
+    return n
+
+
+def run_loop(contestant: Contestant, running: list[bool], query: bool) -> int:
+    if contestant.connection is not None:
+        return _with_loop(contestant.connection, running, query)
+    return _pair_loop(contestant.acquire, contestant.release, running, query)
+
+
+def measure(contestant: Contestant, query: bool, threads: int, duration: float) -> float:
+    """Run ``threads`` threads for ``duration`` seconds; return completed operations per second.
+
+    The clock stops when the last thread has finished its last operation, so every counted
+    operation completed inside the measured interval.
+    """
+    running = [True]
+    counts = [0] * threads
+    finished = [0.0] * threads
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            counts[i] = run_loop(contestant, running, query)
+        except BaseException as exc:
+            errors.append(exc)
+            running[0] = False
+        finished[i] = time.perf_counter()
+
+    workers = [
+        threading.Thread(target=worker, args=(i,), name=f"bench-{i}", daemon=True)
+        for i in range(threads)
+    ]
+    for t in workers:
+        t.start()
+    gc.collect()
+    barrier.wait()
+    start = time.perf_counter()
+    time.sleep(duration)
+    running[0] = False
+    for t in workers:
+        t.join(60.0)
+    if any(t.is_alive() for t in workers):
+        raise RuntimeError(f"{contestant.label}: a worker thread did not stop")
+    if errors:
+        raise RuntimeError(f"{contestant.label}: {type(errors[0]).__name__}: {errors[0]}")
+    elapsed = max(finished) - start
+    return sum(counts) / elapsed
+
+
+@dataclass
+class MicroResults:
+    rounds: int
+    duration: float
+    thread_counts: list[int]
+    contestants: list[str]
+    labels: dict[str, str]
+    samples: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)
+    errors: dict[tuple[str, int, str], str] = field(default_factory=dict)
+
+    def median(self, workload: str, threads: int, key: str) -> float | None:
+        values = self.samples.get((workload, threads, key))
+        return statistics.median(values) if values else None
+
+    def spread(self, workload: str, threads: int, key: str) -> float | None:
+        """(max - min) / median over the rounds."""
+        values = self.samples.get((workload, threads, key))
+        if not values or len(values) < 2:
+            return None
+        return (max(values) - min(values)) / statistics.median(values)
+
+
+def run_micro(
+    contestants: Sequence[Contestant],
+    thread_counts: Sequence[int],
+    rounds: int,
+    duration: float,
+    warmup: float,
+    log: Callable[[str], None],
+) -> MicroResults:
+    results = MicroResults(
+        rounds=rounds,
+        duration=duration,
+        thread_counts=list(thread_counts),
+        contestants=[c.key for c in contestants],
+        labels={c.key: c.label for c in contestants},
+    )
+    if warmup > 0:
+        for c in contestants:
+            for query in (False, True):
+                try:
+                    measure(c, query, 1, warmup)
+                except RuntimeError as exc:
+                    log(f"  warm-up failed: {exc}")
+    n = len(contestants)
+    for r in range(rounds):
+        t_round = time.perf_counter()
+        for workload in WORKLOADS:
+            query = workload == "select1"
+            for threads in thread_counts:
+                # Rotate the running order every round so drift and position effects even out.
+                order = [contestants[(i + r) % n] for i in range(n)]
+                for c in order:
+                    cell = (workload, threads, c.key)
+                    if cell in results.errors:
+                        continue
+                    try:
+                        ops = measure(c, query, threads, duration)
+                    except RuntimeError as exc:
+                        results.errors[cell] = str(exc)
+                        log(f"  {workload} x{threads} {c.label}: {exc}")
+                        continue
+                    results.samples.setdefault(cell, []).append(ops)
+        log(f"  round {r + 1}/{rounds} done in {time.perf_counter() - t_round:.0f} s")
+    return results

@@ -1,0 +1,396 @@
+"""Render a benchmark run as Markdown (the whole of docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmarks.contestants import OURS, PEERS, Spec
+from benchmarks.e2e import VIEWS, E2EResults
+from benchmarks.hotpath import ProfileResult
+from benchmarks.micro import WORKLOADS, MicroResults
+from benchmarks.setup_bench import SetupResults
+
+
+@dataclass
+class Run:
+    date: str
+    command: str
+    revision: str
+    wall_seconds: float
+    machine: dict[str, str]
+    versions: dict[str, str]
+    specs: list[Spec]
+    connections: dict[str, tuple[int | None, int | None]]
+    micro: MicroResults | None
+    setup: SetupResults | None
+    e2e: E2EResults | None
+    profile: ProfileResult | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _ops(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f} ms"
+
+
+def _status(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _threads_label(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
+def _targets(run: Run) -> list[list[str]]:
+    rows: list[list[str]] = []
+    m = run.micro
+
+    def ratio(workload: str, threads: int, key: str, base: str) -> float | None:
+        if m is None:
+            return None
+        a, b = m.median(workload, threads, key), m.median(workload, threads, base)
+        return a / b if a is not None and b else None
+
+    r1 = ratio("noquery", 1, OURS, "floor")
+    rows.append(
+        [
+            "no-query checkout+return at 1 thread >= 0.5x the floor",
+            "n/a" if r1 is None else f"{r1:.2f}x",
+            _status(None if r1 is None else r1 >= 0.5),
+        ]
+    )
+
+    worst: tuple[float, str] | None = None
+    if m is not None:
+        for workload in WORKLOADS:
+            for threads in m.thread_counts:
+                for peer in PEERS:
+                    r = ratio(workload, threads, OURS, peer)
+                    if r is None:
+                        continue
+                    where = f"{m.labels.get(peer, peer)}, {workload}, {_threads_label(threads)}"
+                    if worst is None or r < worst[0]:
+                        worst = (r, where)
+    rows.append(
+        [
+            "ahead of psycopg_pool, SQLAlchemy and generic-connection-pool everywhere",
+            "n/a" if worst is None else f"lowest {worst[0]:.2f}x ({worst[1]})",
+            _status(None if worst is None else worst[0] > 1.0),
+        ]
+    )
+
+    sel = [
+        (t, ratio("select1", t, OURS, "floor"))
+        for t in (1, 16)
+        if m is not None and t in m.thread_counts
+    ]
+    known = [r for _, r in sel if r is not None]
+    rows.append(
+        [
+            "SELECT 1 at 1 and 16 threads >= 0.9x the floor",
+            ", ".join(f"{_threads_label(t)}: {'n/a' if r is None else f'{r:.2f}x'}" for t, r in sel)
+            or "n/a",
+            _status(None if not known or len(known) < len(sel) else min(known) >= 0.9),
+        ]
+    )
+
+    e = run.e2e
+    ours = e.median_rps("db_pooled_clients") if e else None
+    django = e.median_rps("db_django") if e else None
+    connect = e.median_rps("db_connect") if e else None
+    rows.append(
+        [
+            "end to end: pooled view >= Django's own pool",
+            _ratio(ours, django),
+            _status(None if ours is None or django is None else ours >= django),
+        ]
+    )
+    rows.append(
+        [
+            "end to end: pooled view >= 5x connect-per-request",
+            _ratio(ours, connect),
+            _status(None if ours is None or connect is None else ours >= 5 * connect),
+        ]
+    )
+
+    s = run.setup
+    added = s.added_ms if s else None
+    conns = s.max_connections if s else None
+    rows.append(
+        [
+            f"django.setup() with {s.pools if s else 50} pools: no connection, adds < 20 ms",
+            "n/a" if added is None else f"{conns} connections, {added:+.2f} ms",
+            _status(None if added is None or conns is None else conns == 0 and added < 20.0),
+        ]
+    )
+    return rows
+
+
+def _micro_tables(m: MicroResults) -> list[str]:
+    out: list[str] = []
+    header = ["contestant"] + [_threads_label(t) for t in m.thread_counts]
+    for workload, title in WORKLOADS.items():
+        out += ["", f"### {title[0].upper()}{title[1:]}", ""]
+        out.append("Operations per second (ratio to the floor).")
+        out.append("")
+        rows = []
+        for key in m.contestants:
+            row = [m.labels[key] if key != OURS else f"**{m.labels[key]}**"]
+            for t in m.thread_counts:
+                v = m.median(workload, t, key)
+                if (workload, t, key) in m.errors:
+                    row.append("error")
+                else:
+                    row.append(f"{_ops(v)} ({_ratio(v, m.median(workload, t, 'floor'))})")
+            rows.append(row)
+        out += _table(header, rows)
+
+    if OURS in m.contestants:
+        out += ["", f"### {OURS} against each contestant", ""]
+        out.append(
+            f"{OURS}' operations per second divided by the other's; above 1.00x {OURS} is faster."
+        )
+        out.append("")
+        header = ["other"] + [
+            f"{'no query' if w == 'noquery' else 'SELECT 1'}, {t}"
+            for w in WORKLOADS
+            for t in m.thread_counts
+        ]
+        rows = []
+        for key in m.contestants:
+            if key == OURS:
+                continue
+            row = [m.labels[key]]
+            for w in WORKLOADS:
+                for t in m.thread_counts:
+                    row.append(_ratio(m.median(w, t, OURS), m.median(w, t, key)))
+            rows.append(row)
+        out += _table(header, rows)
+
+    out += ["", "### Round-to-round spread", ""]
+    out.append("(max - min) / median of each cell's rounds: the median and the worst cell.")
+    out.append("")
+    rows = []
+    for key in m.contestants:
+        spreads = [
+            s for w in WORKLOADS for t in m.thread_counts if (s := m.spread(w, t, key)) is not None
+        ]
+        if spreads:
+            spreads.sort()
+            rows.append([m.labels[key], f"{spreads[len(spreads) // 2]:.0%}", f"{spreads[-1]:.0%}"])
+        else:
+            rows.append([m.labels[key], "n/a", "n/a"])
+    out += _table(["contestant", "median spread", "worst spread"], rows)
+    if m.errors:
+        out += ["", "Errors:", ""]
+        out += [f"- {w}, {t} threads, {k}: {msg}" for (w, t, k), msg in sorted(m.errors.items())]
+    return out
+
+
+def _setup_section(s: SetupResults) -> list[str]:
+    out = [
+        "",
+        f"## `django.setup()` with {s.pools} pools",
+        "",
+        f"Fresh interpreter per sample ({s.samples} samples each, alternating), timing "
+        '`django.setup()` alone with `INSTALLED_APPS=["pooled_clients"]`; then, after a pause, '
+        "counting the pools' connections in `pg_stat_activity` (each pool has `MIN_SIZE=2`).",
+        "",
+    ]
+    if s.error:
+        out.append(f"Failed: {s.error}")
+        return out
+    rows = [
+        ["0 pools", _ms(s.median_ms(0)), "-"],
+        [
+            f"{s.pools} pools",
+            _ms(s.median_ms(s.pools)),
+            str(s.max_connections) if s.max_connections is not None else "n/a",
+        ],
+    ]
+    out += _table(["configured", "median `django.setup()`", "connections opened (max)"], rows)
+    added = s.added_ms
+    out += ["", f"Added by {s.pools} pools: **{'n/a' if added is None else f'{added:+.2f} ms'}**."]
+    return out
+
+
+def _e2e_section(e: E2EResults) -> list[str]:
+    out = [
+        "",
+        "## End to end",
+        "",
+        f"`benchmarks/e2e_site` under gunicorn (`gthread` worker class, {e.workers} workers x "
+        f"{e.threads} threads, no preload; each pool and Django's pool sized {e.threads} per "
+        f"worker), hit by `wrk -t 1 -c {e.connections}` for {e.duration} s per view, "
+        f"{e.rounds} interleaved rounds after a warm-up; median requests/s. Every view runs "
+        "one `SELECT 1` or one GET of a small JSON document from a local upstream.",
+        "",
+    ]
+    if e.error:
+        out += [f"Failed: {e.error}", ""]
+    ours_db, ours_http = e.median_rps("db_pooled_clients"), e.median_rps("http_pooled_clients")
+    rows = []
+    for view in VIEWS:
+        if view.key in e.skipped:
+            rows.append([view.label, "skipped", "", "", e.skipped[view.key]])
+            continue
+        rps = e.median_rps(view.key)
+        if rps is None:
+            continue
+        ours = ours_db if view.group == "db" else ours_http
+        fails = e.failures(view.key)
+        rows.append(
+            [
+                f"**{view.label}**" if view.needs_ours else view.label,
+                _ops(rps),
+                _ms(e.median_latency(view.key, "p50_ms")),
+                _ms(e.median_latency(view.key, "p99_ms")),
+                ("" if view.needs_ours else _ratio(ours, rps))
+                + (f" ({fails} failed responses)" if fails else ""),
+            ]
+        )
+    out += _table(["view", "requests/s", "p50", "p99", "pooled_clients / this"], rows)
+    return out
+
+
+def _profile_section(p: ProfileResult) -> list[str]:
+    workload = "SELECT 1" if p.query else "no query"
+    out = [
+        "",
+        f"## Profile: {p.contestant}, 1 thread, {workload}",
+        "",
+        f"cProfile over {p.ops:,} checkouts ({p.seconds:.1f} s; the profiler itself slows the "
+        "loop several times, so read the shares, not the absolute times). Top functions by own "
+        "time; reproduce with `python -m benchmarks.hotpath`.",
+        "",
+    ]
+    rows = [
+        [
+            f"`{e.function}`",
+            f"{e.calls:,}",
+            f"{e.tottime_s:.3f}",
+            f"{e.cumtime_s:.3f}",
+            f"{e.per_call_us:.2f}",
+        ]
+        for e in p.entries
+    ]
+    out += _table(
+        ["function", "calls", "tottime (s)", "cumtime (s)", "tottime per call (us)"], rows
+    )
+    return out
+
+
+METHOD = """\
+## Method
+
+- **One process, real connections.** Every contestant holds 10 real psycopg 3 connections
+  (autocommit) to a private PostgreSQL started on a free 127.0.0.1 port for the run; the
+  "connections" column above is read from `pg_stat_activity` by `application_name` before and
+  after the measurements. All pools stay open for the whole run.
+- **The floor** is the least a blocking pool can do: one `threading.Condition` guarding a list
+  (`acquire`: wait while empty, pop; `release`: append, notify). Ratios are against it.
+- **Each cell** (contestant x workload x thread count) runs N threads that loop on
+  checkout + return (optionally `conn.execute("SELECT 1").fetchone()` in between) for a fixed
+  duration. The clock stops when the last thread has finished its last operation, so every
+  counted operation completed in the measured interval. With more than 10 threads the threads
+  queue for the 10 connections, which is what the 16- and 64-thread columns measure.
+- **Rounds are interleaved**: every round runs every cell once, rotating the order of the
+  contestants each round, so machine drift hits every contestant alike. The tables report the
+  median of the rounds; the spread table shows how noisy the machine was.
+- **pooled_clients is used as a user would**: Django settings with
+  `INSTALLED_APPS=["pooled_clients"]` and a `POOLED_CLIENTS` entry
+  (`MIN_SIZE=MAX_SIZE=10`, defaults otherwise: stats and lease tracking on), `django.setup()`,
+  then `pools["bench"].acquire()` / `.release(c)`; the "(with)" row uses
+  `with pools["bench"].connection() as c`.
+- **Peers** use their own recommended explicit API: `getconn()`/`putconn()` for psycopg_pool,
+  `connect()`/`close()` for SQLAlchemy's `QueuePool` (its reset-on-return rollback included, as
+  shipped), `acquire()`/`release()` for generic-connection-pool (with a psycopg 3 twin of its
+  bundled psycopg2 connection manager).
+- All of this runs on CPython with the GIL: at 4 threads and more the threads take turns, so
+  the columns measure contention and hand-off cost rather than parallel speed-up.
+- The numbers are only comparable within one run: the machine is small and shared. Compare
+  ratios, not absolute operations per second, across runs.
+
+## Running it
+
+```sh
+scripts/bootstrap                    # PostgreSQL, wrk and the virtualenv, if missing
+.venv/bin/python -m benchmarks       # the full run (< 10 minutes on 2 cores), rewrites this page
+.venv/bin/python -m benchmarks --quick --skip-e2e   # a smoke test of a few seconds, prints only
+.venv/bin/python -m benchmarks.hotpath --seconds 5  # cProfile of pooled_clients' hot path
+```
+
+Options: `--rounds N`, `--duration S` (seconds per cell), `--threads 1,4,16,64`,
+`--contestants floor,pooled_clients,...`, `--skip-e2e`, `--e2e-duration S`, `--e2e-rounds N`,
+`--workers N`, `--worker-threads N`, `--setup-samples N`, `--profile-seconds S` (0 to skip),
+`--output PATH` (`-` for standard output; `--quick` prints unless given), `--json PATH` for the
+raw samples. The run exits non-zero when a contestant, a cell, the `django.setup()` probe or the
+end-to-end part fails; it never judges speed.
+"""
+
+
+def render(run: Run) -> str:
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `python -m benchmarks`: edit benchmarks/report.py, not this file. -->",
+        "",
+        "How fast `pooled_clients` checks a client out and back in, side by side with the least a "
+        "blocking pool can do and with the pools people already use, on one machine in one run. "
+        "The method and how to run it are at the end of this page.",
+        "",
+        "## Latest run",
+        "",
+        f"- Date: {run.date}",
+        f"- Command: `{run.command}`",
+    ]
+    if run.revision:
+        out.append(f"- Revision: `{run.revision}`")
+    out.append(f"- Wall time: {run.wall_seconds:.0f} s")
+    if run.micro:
+        out.append(
+            f"- Micro: {run.micro.rounds} rounds x {run.micro.duration:g} s per cell, "
+            f"threads {', '.join(map(str, run.micro.thread_counts))}"
+        )
+    out.append("")
+    out += _table(
+        ["machine", ""],
+        [[k, v] for k, v in run.machine.items()] + [[k, v] for k, v in run.versions.items()],
+    )
+
+    out += ["", "## Targets", ""]
+    out += _table(["target", "measured", "status"], _targets(run))
+
+    out += ["", "## Checkout and return", ""]
+    out += ["Contestants:", ""]
+    for spec in run.specs:
+        start, end = run.connections.get(spec.key, (None, None))
+        held = "" if start is None else f" Connections held: {start} before, {end} after."
+        out.append(f"- **{spec.label}**: {spec.description}.{held}")
+    if run.micro:
+        out += _micro_tables(run.micro)
+    if run.setup:
+        out += _setup_section(run.setup)
+    if run.e2e:
+        out += _e2e_section(run.e2e)
+    if run.profile:
+        out += _profile_section(run.profile)
+    if run.notes:
+        out += ["", "## Notes from this run", ""] + [f"- {n}" for n in run.notes]
+    out += ["", METHOD]
+    return "\n".join(out).rstrip() + "\n"

@@ -292,7 +292,7 @@ class Pool(Generic[T]):
             if waiter is not None:
                 entry = self._wait(waiter, deadline, timeout)
             assert entry is not None
-            if self._validate(entry, _monotonic()):
+            if self._validate(entry, _monotonic(), start):
                 return self._lease(entry, frame, start)
 
     def _take_or_wait(self, start: float, deadline: float
@@ -365,8 +365,10 @@ class Pool(Generic[T]):
         error.__cause__ = self._last_error
         return error
 
-    def _validate(self, entry: _Entry[T], now: float) -> bool:
-        """Check an entry taken off the idle list or handed over; discard it if unusable."""
+    def _validate(self, entry: _Entry[T], now: float, start: float) -> bool:
+        """Check an entry taken off the idle list or handed over; discard it if unusable.
+
+        A client created or checked after the acquire began (``start``) needs no check."""
         stale = entry.created < self._stale_before
         if entry.expires <= now or stale:
             self._discard(entry, broken=False)
@@ -374,7 +376,7 @@ class Pool(Generic[T]):
         needs_check = self._check_always or (
             not self._check_never and now - entry.last_used > self._check_idle_after
         )
-        if not needs_check or entry.checked_at >= now:
+        if not needs_check or entry.checked_at >= start:
             return True
         try:
             with deadline_scope(now + self.settings.connect_timeout):

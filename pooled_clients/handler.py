@@ -9,6 +9,7 @@ library and opens nothing.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -111,3 +112,12 @@ class PoolHandler:
 
 
 pools = PoolHandler()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at fork time; it would never be released here.
+    pools._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -101,10 +101,12 @@ def _run() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _thread, _wakeup, _lock
+    # The parent's thread does not exist here, and its locks may have been held at fork time.
+    global _thread, _wakeup, _lock, _stopping
     _thread = None
     _lock = threading.Lock()
     _wakeup = threading.Event()
+    _stopping = threading.Event()
 
 
 if hasattr(os, "register_at_fork"):

@@ -13,6 +13,7 @@ shared by every pool of the process (:mod:`pooled_clients.maintenance`).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import random
@@ -55,6 +56,9 @@ _OPEN, _CLOSING, _CLOSED, _RETIRED = "open", "closing", "closed", "retired"
 #: runs on them in the child (closing a psycopg connection there would send a Terminate
 #: on the parent's socket).
 _ABANDONED: list[object] = []
+# One reference that is never dropped: interpreter finalization clears module globals, and
+# the list (with every client in it) must outlive that too, or finalizers would run at exit.
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(_ABANDONED))
 
 #: Every pool alive in this process, for the fork hook and the maintenance thread.
 _LIVE_POOLS: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
@@ -415,6 +419,8 @@ class Pool(Generic[T]):
         key = id(client)
         entry = self._in_use.get(key)
         if entry is None or entry.client is not client:
+            if any(c is client for c in _ABANDONED):
+                return  # inherited across fork(): the parent owns it, the child leaves it be
             raise PoolError(
                 f"Pool {self.alias!r} cannot release {type(client).__name__} object at "
                 f"{key:#x}: it is not checked out of this pool (released twice, or acquired "
@@ -435,7 +441,9 @@ class Pool(Generic[T]):
                     self._released += 1
                     entry.last_used = now
                     entry.lease_thread = 0
-                    if entry.expires > now and self._state is _OPEN:
+                    # A client opened before the last purge is presumed dead like its peers.
+                    if (entry.expires > now and entry.created >= self._stale_before
+                            and self._state is _OPEN):
                         if not self._waiters:
                             self._idle.append(entry)
                             return
@@ -473,7 +481,8 @@ class Pool(Generic[T]):
                 self._errors += 1
                 self._record_error_locked(exc, now)
                 self._purge_stale_locked(now)
-            if ok and entry.expires > now and self._state is _OPEN:
+            if (ok and entry.expires > now and entry.created >= self._stale_before
+                    and self._state is _OPEN):
                 if not (self._waiters and self._handoff_locked(entry)):
                     self._idle.append(entry)
                 return
@@ -791,6 +800,8 @@ class Pool(Generic[T]):
 
     def begin_close(self) -> None:
         """First half of :meth:`close`: refuse new acquires, fail waiters, close idle clients."""
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
         with self._lock:
             if self._state in (_CLOSED, _CLOSING):
                 return
@@ -828,8 +839,10 @@ class Pool(Generic[T]):
     def retire(self) -> None:
         """Stop handing out clients without waiting: close idle ones now and each client
         in use when it is released. Used when settings are reloaded."""
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
         with self._lock:
-            if self._state in (_CLOSED, _RETIRED):
+            if self._state is not _OPEN:
                 return
             self._state = _RETIRED
             idle, self._idle = self._idle, []
@@ -854,8 +867,8 @@ class Pool(Generic[T]):
             _ABANDONED.extend(e.client for e in self._in_use.values())
             state = self._state
             self._reset_state()
-            if state in (_CLOSED, _RETIRED):
-                self._state = state
+            if state is not _OPEN:
+                self._state = _CLOSED if state is _CLOSING else state
 
     # ------------------------------------------------------------------ stats
 

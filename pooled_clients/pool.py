@@ -13,6 +13,8 @@ shared by every pool of the process (:mod:`pooled_clients.maintenance`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -142,6 +144,46 @@ class _Waiter:
         self.lock.release()
 
 
+class _AsyncWaiter:
+    """A task waiting on its event loop for a client, in the same queue as threads.
+
+    The entry is recorded under the pool lock and the task woken through its loop, so a
+    task cancelled after the hand-over still finds the entry and returns it.
+    """
+
+    __slots__ = ("entry", "error", "future", "loop", "since", "thread")
+
+    def __init__(self, now: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+        self.entry: _Entry[Any] | None = None
+        self.error: BaseException | None = None
+        self.since = now
+        self.thread = _get_ident()
+
+    def _wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def deliver(self, entry: _Entry[Any]) -> bool:
+        """Hand ``entry`` over (pool lock held). False once the waiter's loop is closed."""
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: nobody will ever take it
+            return False
+        self.entry = entry
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        """Wake the waiter with an error (pool lock held)."""
+        self.error = error
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._wake)
+
+
+_W = TypeVar("_W", _Waiter, _AsyncWaiter)
+
+
 class _Connection(Generic[T]):
     """``with pool.connection() as client:`` — a class rather than a generator for speed."""
 
@@ -178,6 +220,7 @@ class Pool(Generic[T]):
         self._check_always = settings.check == "always"
         self._check_idle_after = settings.check_idle_after
         self._max_size = settings.max_size
+        self._fast_leases = settings.leak_timeout is None
         self._target = backend.describe()
         self._secrets = tuple(backend.secrets())
         self._reset_state()
@@ -190,7 +233,7 @@ class Pool(Generic[T]):
         self._state = _OPEN
         self._idle: list[_Entry[T]] = []
         self._in_use: dict[int, _Entry[T]] = {}
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[_Waiter | _AsyncWaiter] = deque()
         self._size = 0
         self._creating = 0
         self._started = False
@@ -262,7 +305,8 @@ class Pool(Generic[T]):
         now = _monotonic()
         with self._lock:
             idle = self._idle
-            if idle and not self._waiters and self._state is _OPEN:
+            # With LEAK_TIMEOUT set, the slow path records the acquiring stack.
+            if idle and not self._waiters and self._state is _OPEN and self._fast_leases:
                 entry = idle[-1]
                 if entry.expires > now and (
                     self._check_never
@@ -290,7 +334,7 @@ class Pool(Generic[T]):
         if not self._started:
             self._start()
         while True:
-            entry, waiter, spawn = self._take_or_wait(start, deadline)
+            entry, waiter, spawn = self._take_or_wait(start, deadline, _Waiter)
             if spawn:
                 self._spawn_creator(probe=spawn == "probe")
             if waiter is not None:
@@ -299,8 +343,8 @@ class Pool(Generic[T]):
             if self._validate(entry, _monotonic(), start):
                 return self._lease(entry, frame, start)
 
-    def _take_or_wait(self, start: float, deadline: float
-                      ) -> tuple[_Entry[T] | None, _Waiter | None, str | None]:
+    def _take_or_wait(self, start: float, deadline: float, waiter_type: type[_W]
+                      ) -> tuple[_Entry[T] | None, _W | None, str | None]:
         """Under the lock: take an idle client, or queue a waiter (starting a creation)."""
         with self._lock:
             if self._state is not _OPEN:
@@ -324,7 +368,7 @@ class Pool(Generic[T]):
                     spawn = "create"
                 self._size += 1
                 self._creating += 1
-            waiter = _Waiter(start)
+            waiter = waiter_type(start)
             self._waiters.append(waiter)
             return None, waiter, spawn
 
@@ -343,7 +387,7 @@ class Pool(Generic[T]):
         assert waiter.entry is not None
         return waiter.entry
 
-    def _timeout_error(self, waiter: _Waiter, timeout: float) -> PoolError:
+    def _timeout_error(self, waiter: _Waiter | _AsyncWaiter, timeout: float) -> PoolError:
         """(lock held) The error for a waiter that gave up."""
         if (self._last_error is not None and self._last_error_at is not None
                 and self._last_error_at >= waiter.since and self._creating):

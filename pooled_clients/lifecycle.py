@@ -1,4 +1,11 @@
-"""Process shutdown: close every pool once, waiting a bounded grace period."""
+"""Process lifecycle: close every pool once at shutdown (bounded), reset after a fork, and the
+pieces the server hooks share (:mod:`pooled_clients.gunicorn`, :mod:`pooled_clients.uwsgi`,
+Celery's ``worker_process_shutdown``).
+
+Shutdown never hangs exit: pools stop handing out clients at once, clients in use get one
+grace period in all (``POOLED_CLIENTS_SHUTDOWN_TIMEOUT``), and the maintenance thread (a
+daemon) gets a bounded join.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +13,145 @@ import atexit
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["install", "shutdown"]
+__all__ = [
+    "child_exited",
+    "connect_celery",
+    "install",
+    "on_child_exit",
+    "on_worker_process_shutdown",
+    "reset_after_fork",
+    "shutdown",
+]
 
 logger = logging.getLogger("pooled_clients")
 
 _installed = False
 _done_pid = 0
+#: The pid in which the at-fork hooks last ran (or the process started).
+_hooked_pid = os.getpid()
 _lock = threading.Lock()
+_child_exit_callbacks: list[Callable[[int], None]] = []
+
+#: Longest wait for the maintenance thread at shutdown.
+_MAINTENANCE_JOIN = 1.0
 
 
 def install() -> None:
-    """Register the interpreter-exit hook (once per process)."""
+    """Register the interpreter-exit hook (once per process) and, under uWSGI, its hooks."""
     global _installed
     if _installed:
         return
     _installed = True
-    # The maintenance and creation threads are daemons, so atexit handlers do run.
+    # The maintenance and creation threads are daemons, so atexit handlers do run; the hook is
+    # inherited by forked children and closes only the pools of the process it runs in.
     atexit.register(shutdown)
+    from pooled_clients import uwsgi
+
+    uwsgi.install()
 
 
 def shutdown(timeout: float | None = None) -> None:
     """Close every pool of this process (at most once per process), waiting up to
-    ``timeout`` (default ``POOLED_CLIENTS_SHUTDOWN_TIMEOUT``) for clients in use."""
+    ``timeout`` seconds in all (default ``POOLED_CLIENTS_SHUTDOWN_TIMEOUT``) for clients in
+    use; never raises, never waits longer than that plus a bounded thread join."""
     global _done_pid
+    pid = os.getpid()
     with _lock:
-        if _done_pid == os.getpid():
+        if _done_pid == pid:
             return
-        _done_pid = os.getpid()
+        _done_pid = pid
     from pooled_clients import maintenance
+    from pooled_clients import pool as _pool
     from pooled_clients.handler import pools
 
+    start = time.monotonic()
+    closed = 0
     try:
-        pools.close_all(timeout)
+        if pools.built():
+            if timeout is None:
+                from pooled_clients import conf
+
+                timeout = float(conf.get_process_setting("POOLED_CLIENTS_SHUTDOWN_TIMEOUT"))
+            deadline = start + max(0.0, timeout)
+            closed = len(pools.built())
+            pools.close_all(max(0.0, deadline - time.monotonic()))
+            # Pools made outside ``pools`` (Pool(...) directly) close within the same period.
+            others = [p for p in list(_pool._LIVE_POOLS) if p._pid == pid and not p.closed]
+            for p in others:
+                p.begin_close()
+            for p in others:
+                p.finish_close(deadline)
+            closed += len(others)
     except Exception:  # never turn a clean exit into a traceback
         logger.exception("Closing pools at shutdown failed")
-    maintenance.stop(timeout=1.0)
+    maintenance.stop(timeout=_MAINTENANCE_JOIN)
+    if closed:
+        logger.debug("Closed %d pool(s) in process %d in %.3fs.", closed, pid,
+                     time.monotonic() - start)
+
+
+def reset_after_fork() -> None:
+    """Make this process's pools start afresh if it was forked without Python's at-fork
+    hooks (uWSGI without ``--py-call-osafterfork``); a no-op after an ``os.fork()``.
+
+    Inherited clients are abandoned without I/O; the maintenance thread restarts on first use.
+    """
+    global _hooked_pid
+    if _hooked_pid == os.getpid():
+        return
+    from pooled_clients import handler, maintenance
+    from pooled_clients import pool as _pool
+
+    _after_fork_in_child()
+    handler._after_fork_in_child()
+    maintenance._after_fork_in_child()
+    _pool._after_fork_in_child()
+
+
+def on_worker_process_shutdown(sender: Any = None, **kwargs: Any) -> None:
+    """Receiver for Celery's ``worker_process_shutdown`` signal: a prefork child leaves with
+    ``os._exit``, so atexit never runs there and pools must be closed here."""
+    shutdown()
+
+
+def connect_celery() -> bool:
+    """Connect :func:`on_worker_process_shutdown` to Celery's signal; False without Celery."""
+    try:
+        from celery.signals import worker_process_shutdown
+    except ImportError:
+        return False
+    worker_process_shutdown.connect(on_worker_process_shutdown, weak=False,
+                                    dispatch_uid="pooled_clients_shutdown")
+    return True
+
+
+def on_child_exit(callback: Callable[[int], None]) -> Callable[[int], None]:
+    """Register ``callback(pid)`` to run in a server's master when one of its workers has
+    exited (``pooled_clients.gunicorn.child_exit``), including workers killed by SIGKILL.
+    Usable as a decorator; registering the same callable twice keeps one."""
+    if callback not in _child_exit_callbacks:
+        _child_exit_callbacks.append(callback)
+    return callback
+
+
+def child_exited(pid: int) -> None:
+    """Run the :func:`on_child_exit` callbacks for a worker that exited; never raises."""
+    for callback in list(_child_exit_callbacks):
+        try:
+            callback(pid)
+        except Exception:
+            logger.exception("A child-exit callback failed for worker %d", pid)
+
+
+def _after_fork_in_child() -> None:
+    global _hooked_pid, _lock
+    _hooked_pid = os.getpid()
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,71 @@
+"""The admin "Pool status" page: every pool of this process (and of every worker when
+shared status is on), refreshed in place every few seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Model
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+
+from pooled_clients import views
+from pooled_clients.models import PoolStatus
+
+PERMISSION = "pooled_clients.view_pool_status"
+#: Milliseconds between two refreshes of the page.
+REFRESH_MS = 3000
+
+
+@admin.register(PoolStatus)
+class PoolStatusAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A page, not a list of rows: the changelist renders the pools' stats."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        user = request.user
+        return bool(user.is_active and user.is_staff and user.has_perm(PERMISSION))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("", self.admin_site.admin_view(self.changelist_view),
+                 name="{}_{}_changelist".format(*info)),
+        ]
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # Overriding the changelist skips ModelAdmin's own permission check.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        data = views.status_data()
+        response_format = request.GET.get("format")
+        if response_format == "json":
+            return JsonResponse(data, encoder=DjangoJSONEncoder)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Pool status",
+            "opts": self.opts,
+            "status": views.decorate(data),
+            "refresh_ms": REFRESH_MS,
+            **(extra_context or {}),
+        }
+        if response_format == "fragment":
+            # What the page's script swaps in: the same template, so one renderer.
+            return TemplateResponse(request, "pooled_clients/_status.html", context)
+        return TemplateResponse(request, "pooled_clients/pool_status.html", context)

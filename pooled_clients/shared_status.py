@@ -1,0 +1,223 @@
+"""Every worker on one page: each process publishes its stats snapshot to a shared store.
+
+Opt-in with ``POOLED_CLIENTS_SHARED_STATUS``: ``"database"`` (the default database, table
+``pooled_clients_workerstatus``) or ``{"CACHE": "<alias>"}`` (a cache every worker shares:
+Redis, Memcached, the database or file cache; not ``LocMemCache``). Each serving process
+publishes every ``POOLED_CLIENTS_SHARED_STATUS_INTERVAL`` seconds from the maintenance
+thread, starting with its first request; readers drop workers that have not published for
+``POOLED_CLIENTS_SHARED_STATUS_MAX_AGE`` seconds (a SIGKILLed worker publishes nothing more).
+When the setting is None nothing is connected, imported or written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pooled_clients import conf
+
+__all__ = ["enabled", "local_snapshot", "publish", "read", "start", "totals"]
+
+logger = logging.getLogger("pooled_clients")
+
+JOB_NAME = "pooled_clients.shared_status"
+_INDEX_KEY = "pooled_clients:status:index"
+_KEY_PREFIX = "pooled_clients:status:"
+#: Counters summed across workers in the totals.
+TOTAL_FIELDS = (
+    "size", "idle", "in_use", "waiting", "max_size", "acquired_total", "released_total",
+    "created_total", "closed_total", "timeouts_total", "errors_total", "check_failures_total",
+    "leaks_total",
+)
+
+_started_pid = 0
+_start_lock = threading.Lock()
+_index_lock = threading.Lock()
+_HOST = socket.gethostname()
+
+
+def enabled() -> bool:
+    """True when ``POOLED_CLIENTS_SHARED_STATUS`` names a store."""
+    return conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS") is not None
+
+
+def _max_age() -> float:
+    return float(conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE"))
+
+
+def _interval() -> float:
+    return float(conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS_INTERVAL"))
+
+
+def pool_dicts() -> list[dict[str, Any]]:
+    """``as_dict()`` of every configured pool of this process, without acquiring stacks
+    (lines of source have no place on a shared page)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pooled_clients.handler import pools
+
+    result = []
+    for alias in pools:
+        try:
+            data = pools[alias].stats().as_dict()
+        except ImproperlyConfigured:  # reported by `manage.py check`; the others still show
+            continue
+        _strip_stacks(data)
+        result.append(data)
+    return result
+
+
+def _strip_stacks(data: dict[str, Any]) -> None:
+    for lease in data.get("leases", ()):
+        lease.pop("stack", None)
+    for endpoint in data.get("endpoints", {}).values():
+        _strip_stacks(endpoint)
+
+
+def local_snapshot() -> dict[str, Any]:
+    """This process: ``{"host", "pid", "published_at", "pools"}``."""
+    return {"host": _HOST, "pid": os.getpid(), "published_at": time.time(),
+            "pools": pool_dicts()}
+
+
+def publish() -> None:
+    """Write this process's snapshot to the configured store (nothing when off)."""
+    store = conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS")
+    if store is None:
+        return
+    snapshot = local_snapshot()
+    if store == "database":
+        _publish_database(snapshot)
+    else:
+        _publish_cache(store["CACHE"], snapshot)
+
+
+def read() -> list[dict[str, Any]]:
+    """Every worker that published within MAX_AGE, sorted by host and pid; each has an
+    ``age`` in seconds."""
+    store = conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS")
+    if store is None:
+        return []
+    now = time.time()
+    oldest = now - _max_age()
+    workers = (_read_database(oldest) if store == "database"
+               else _read_cache(store["CACHE"], oldest))
+    for worker in workers:
+        worker["age"] = round(max(0.0, now - worker["published_at"]), 1)
+    return sorted(workers, key=lambda w: (w["host"], w["pid"]))
+
+
+def totals(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per alias, the sum of sizes and counters over ``workers`` and how many are healthy."""
+    by_alias: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        for pool in worker["pools"]:
+            total = by_alias.setdefault(pool["alias"], {
+                "alias": pool["alias"], "workers": 0, "unhealthy_workers": 0,
+                **dict.fromkeys(TOTAL_FIELDS, 0),
+            })
+            total["workers"] += 1
+            if not pool.get("healthy", True):
+                total["unhealthy_workers"] += 1
+            for name in TOTAL_FIELDS:
+                total[name] += int(pool.get(name) or 0)
+    for total in by_alias.values():
+        total["utilization"] = (
+            round(total["in_use"] / total["max_size"], 4) if total["max_size"] else 0.0
+        )
+    return list(by_alias.values())
+
+
+def start() -> None:
+    """Publish from this process every interval (idempotent; once per process)."""
+    global _started_pid
+    if not enabled() or _started_pid == os.getpid():
+        return
+    with _start_lock:
+        if _started_pid == os.getpid():
+            return
+        _started_pid = os.getpid()
+    from pooled_clients import maintenance
+
+    maintenance.add_periodic(JOB_NAME, _interval(), _publish_job)
+
+
+def on_request_started(**kwargs: Any) -> None:
+    """``request_started`` receiver: the first request of a serving process starts publishing."""
+    if _started_pid != os.getpid():
+        start()
+
+
+def _publish_job() -> None:
+    if not enabled():
+        from pooled_clients import maintenance
+
+        maintenance.remove_periodic(JOB_NAME)
+        return
+    try:
+        publish()
+    finally:
+        # The maintenance thread must not keep a database connection open between rounds.
+        from django.db import connections
+
+        connections.close_all()
+
+
+# --------------------------------------------------------------------------- database
+
+
+def _publish_database(snapshot: dict[str, Any]) -> None:
+    from pooled_clients.models import WorkerStatus
+
+    WorkerStatus.objects.update_or_create(
+        host=snapshot["host"], pid=snapshot["pid"],
+        defaults={"published_at": snapshot["published_at"], "payload": json.dumps(snapshot)},
+    )
+    # Rows of workers gone long ago are removed by whoever publishes next.
+    WorkerStatus.objects.filter(published_at__lt=snapshot["published_at"] - 10 * _max_age()
+                                ).delete()
+
+
+def _read_database(oldest: float) -> list[dict[str, Any]]:
+    from pooled_clients.models import WorkerStatus
+
+    rows = WorkerStatus.objects.filter(published_at__gte=oldest).values_list("payload", flat=True)
+    return [json.loads(payload) for payload in rows]
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _publish_cache(alias: str, snapshot: dict[str, Any]) -> None:
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    name = f"{snapshot['host']}:{snapshot['pid']}"
+    max_age = _max_age()
+    cache.set(_KEY_PREFIX + name, snapshot, timeout=max_age * 2)
+    # The index is read-modify-write: a concurrent publisher may drop this entry, and the
+    # next round (one interval later) puts it back.
+    with _index_lock:
+        index = cache.get(_INDEX_KEY)
+        index = dict(index) if isinstance(index, Mapping) else {}
+        now = snapshot["published_at"]
+        index = {key: at for key, at in index.items() if at >= now - max_age}
+        index[name] = now
+        cache.set(_INDEX_KEY, index, timeout=max_age * 10)
+
+
+def _read_cache(alias: str, oldest: float) -> list[dict[str, Any]]:
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    index = cache.get(_INDEX_KEY)
+    if not isinstance(index, Mapping):
+        return []
+    found = cache.get_many([_KEY_PREFIX + name for name in index])
+    return [s for s in found.values() if isinstance(s, dict) and s["published_at"] >= oldest]

@@ -1,0 +1,69 @@
+"""The data behind the admin "Pool status" page and its JSON form."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from pooled_clients import shared_status
+
+__all__ = ["status_data"]
+
+logger = logging.getLogger("pooled_clients")
+
+#: backend_stats keys the page shows for HTTP pools.
+HTTP_KEYS = ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "error_rate", "requests_total")
+
+
+def status_data() -> dict[str, Any]:
+    """``{"host", "pid", "pools": [as_dict(), ...]}``, plus ``"workers"`` (every process
+    that published within MAX_AGE) and ``"totals"`` (per alias) when shared status is on."""
+    data: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pools": shared_status.pool_dicts(),
+    }
+    if shared_status.enabled():
+        try:
+            # The serving worker shows itself at once, without waiting for its next round.
+            shared_status.start()
+            shared_status.publish()
+            workers = shared_status.read()
+        except Exception as exc:  # the local pools still deserve a page
+            logger.warning("Reading the shared pool status failed: %s", type(exc).__name__)
+            workers = []
+            data["workers_error"] = f"the shared status store failed ({type(exc).__name__})"
+        data["workers"] = workers
+        data["totals"] = shared_status.totals(workers)
+    return data
+
+
+def decorate(data: dict[str, Any]) -> dict[str, Any]:
+    """Add what the template needs (percentages, short names) to a copy of ``data``."""
+    pools = [_decorate_pool(dict(p)) for p in data["pools"]]
+    result = dict(data, pools=pools, shared="workers" in data)
+    if "totals" in data:
+        result["totals"] = [
+            dict(t, utilization_pct=round(t["utilization"] * 100)) for t in data["totals"]
+        ]
+    return result
+
+
+def _decorate_pool(pool: dict[str, Any]) -> dict[str, Any]:
+    max_size = pool["max_size"] or 1
+    pool["utilization_pct"] = round(pool["in_use"] * 100 / max_size)
+    pool["idle_pct"] = round(pool["idle"] * 100 / max_size)
+    pool["backend_name"] = pool["backend"].rsplit(".", 1)[-1]
+    backend_stats = pool.get("backend_stats") or {}
+    pool["http"] = (
+        {key: backend_stats.get(key) for key in HTTP_KEYS}
+        if "latency_ms_p50" in backend_stats else None
+    )
+    if pool["http"] is not None and pool["http"]["error_rate"] is not None:
+        pool["http"]["error_pct"] = round(pool["http"]["error_rate"] * 100, 2)
+    pool["endpoint_list"] = [
+        _decorate_pool(dict(e, name=name)) for name, e in (pool.get("endpoints") or {}).items()
+    ]
+    return pool

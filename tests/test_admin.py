@@ -1,0 +1,142 @@
+"""The admin "Pool status" page: permissions, content, JSON, and a real browser."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from devservers.http import UpstreamServer
+from devservers.postgres import APP_PASSWORD, PostgresCluster
+from pooled_clients import pools
+
+URL = "/admin/pooled_clients/poolstatus/"
+
+
+@pytest.fixture
+def two_pools(postgres: PostgresCluster, upstream: UpstreamServer,
+              pooled_clients_settings: Callable[[str, dict[str, Any]], None]) -> None:
+    pooled_clients_settings("warehouse", {
+        "BACKEND": "pooled_clients.backends.postgres.PostgresBackend",
+        "OPTIONS": {"conninfo": postgres.conninfo("app"), "autocommit": True},
+        "MAX_SIZE": 4,
+    })
+    pooled_clients_settings("payments", {
+        "BACKEND": "pooled_clients.backends.http.HTTPBackend",
+        "OPTIONS": {"base_url": upstream.url + "/", "headers": {"Authorization": "Bearer tok-XYZ"}},
+    })
+
+
+@pytest.fixture
+def held_client() -> Iterator[str]:
+    """A warehouse client held by a thread named ``report-builder`` until the test ends."""
+    acquired, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pools["warehouse"].connection() as conn:
+            conn.execute("select 1")
+            acquired.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=hold, name="report-builder", daemon=True)
+    thread.start()
+    assert acquired.wait(10)
+    try:
+        yield thread.name
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def _staff(django_user_model: Any, username: str, *, permitted: bool = False,
+           superuser: bool = False) -> Any:
+    user = django_user_model.objects.create_user(
+        username, password="pw", is_staff=True, is_superuser=superuser)
+    if permitted:
+        user.user_permissions.add(Permission.objects.get(codename="view_pool_status"))
+    return user
+
+
+def test_url_name_resolves() -> None:
+    assert reverse("admin:pooled_clients_poolstatus_changelist") == URL
+
+
+@pytest.mark.django_db
+def test_anonymous_is_redirected_to_login(client: Client) -> None:
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+    assert client.get(URL + "?format=json").status_code == 302
+
+
+@pytest.mark.django_db
+def test_staff_without_permission_gets_403_and_no_index_entry(
+        client: Client, django_user_model: Any) -> None:
+    client.force_login(_staff(django_user_model, "plain"))
+    assert client.get(URL).status_code == 403
+    assert client.get(URL + "?format=json").status_code == 403
+    index = client.get("/admin/")
+    assert index.status_code == 200
+    assert URL not in index.content.decode()
+    assert "Pool status" not in index.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["permitted", "superuser"])
+def test_permitted_staff_and_superuser_see_page_and_index_entry(
+        client: Client, django_user_model: Any, kind: str, two_pools: None) -> None:
+    user = _staff(django_user_model, kind, permitted=kind == "permitted",
+                  superuser=kind == "superuser")
+    client.force_login(user)
+    response = client.get(URL)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-alias="warehouse"' in html and 'data-alias="payments"' in html
+    index = client.get("/admin/").content.decode()
+    assert URL in index and "Pool status" in index
+
+
+@pytest.mark.django_db
+def test_page_lists_every_pool_and_held_client_with_its_thread(
+        admin_client: Client, two_pools: None, held_client: str, postgres: PostgresCluster,
+        upstream: UpstreamServer) -> None:
+    with pools["payments"].connection() as http:
+        http.get("echo/1").raise_for_status()
+    html = admin_client.get(URL).content.decode()
+    assert html.count('class="pc-pool"') == 2
+    assert held_client in html
+    assert "test_admin.py" in html  # where the held client was acquired
+    assert "Request p50" in html  # the HTTP pool's request latency
+    assert APP_PASSWORD not in html and "tok-XYZ" not in html
+    assert f"127.0.0.1:{postgres.port}" in html or str(postgres.port) in html
+
+
+@pytest.mark.django_db
+def test_json_format_has_host_pid_and_pool_stats(
+        admin_client: Client, two_pools: None, held_client: str) -> None:
+    import os
+
+    response = admin_client.get(URL + "?format=json")
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert data["pid"] == os.getpid() and data["host"]
+    assert "workers" not in data
+    by_alias = {p["alias"]: p for p in data["pools"]}
+    assert set(by_alias) == {"warehouse", "payments"}
+    warehouse = by_alias["warehouse"]
+    assert warehouse["in_use"] == 1 and warehouse["max_size"] == 4
+    assert [lease["thread"] for lease in warehouse["leases"]] == [held_client]
+    text = response.content.decode()
+    assert APP_PASSWORD not in text and "tok-XYZ" not in text
+
+
+@pytest.mark.django_db
+def test_fragment_is_the_status_block_only(admin_client: Client, two_pools: None) -> None:
+    html = admin_client.get(URL + "?format=fragment").content.decode()
+    assert 'data-alias="warehouse"' in html
+    assert "<html" not in html

@@ -216,7 +216,7 @@ def test_release_twice_or_foreign_client_raises_and_changes_nothing() -> None:
 
 
 def test_client_that_cannot_be_reset_is_discarded() -> None:
-    pool, backend = make_pool()
+    pool, _backend = make_pool()
     client = pool.acquire()
     client.dirty = True
     pool.release(client)
@@ -242,7 +242,7 @@ def test_exception_in_block_discards_client_by_default() -> None:
 
 
 def test_check_always_discards_dead_client_and_hands_out_a_live_one() -> None:
-    pool, backend = make_pool(check="always")
+    pool, _backend = make_pool(check="always")
     client = pool.acquire()
     pool.release(client)
     client.healthy = False
@@ -462,7 +462,7 @@ def test_wait_percentiles_reflect_waiting() -> None:
 
 
 def test_keepalive_replaces_dead_idle_clients() -> None:
-    pool, backend = make_pool(keepalive_interval=0.01, check="never")
+    pool, _backend = make_pool(keepalive_interval=0.01, check="never")
     clients = [pool.acquire() for _ in range(2)]
     for client in clients:
         pool.release(client)

@@ -20,7 +20,8 @@ _SECRET_WORDS = (
 # key=value pairs of a libpq conninfo string or a query string.
 _KV_RE = re.compile(
     r"(?P<key>\b(?:" + "|".join(_SECRET_WORDS) + r")\w*)(?P<sep>\s*[=:]\s*)"
-    r"(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,]+)",
+    r"(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+    r"|(?:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&;,]+)",
     re.IGNORECASE,
 )
 # user:password@ in any URL.

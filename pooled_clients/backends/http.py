@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -111,12 +111,16 @@ class HTTPBackend(ClientBackend[PooledSession]):
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
-        base_url = str(options["base_url"])
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        parts = urlsplit(str(options["base_url"]))
+        # A base path always ends with "/" so that relative URLs are appended to it.
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self.base_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
         self.read_timeout: float | None = options.get("timeout")
         self.retry = Retry(
             total=int(options.get("retries", 0)),
-            connect=None,
+            # A read timeout is raised as requests.Timeout, never retried: the request may
+            # have had effects, and a slow upstream should not be hit again at once.
+            read=False,
             backoff_factor=float(options.get("backoff_factor", 0)),
             status_forcelist=tuple(options.get("status_forcelist", (502, 503, 504))),
             allowed_methods=(frozenset(m.upper() for m in options["allowed_methods"])

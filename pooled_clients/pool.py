@@ -357,7 +357,7 @@ class Pool(Generic[T]):
                     f"(MAX_WAITING={self.settings.max_waiting}); {self._state_text()}."
                 )
             spawn: str | None = None
-            if self._size < self._max_size and len(self._waiters) >= self._creating:
+            if len(self._waiters) >= self._creating and self._has_room_locked():
                 if self._failing:
                     now = _monotonic()
                     if self._probing or now < self._next_probe:
@@ -596,14 +596,19 @@ class Pool(Generic[T]):
             logger.debug("Closing a client of pool %r failed: %s", self.alias,
                          mask_exception(exc, self._secrets))
 
+    def _has_room_locked(self) -> bool:
+        """(lock held) Whether one more client may be opened. The endpoint sub-pools of
+        :mod:`pooled_clients.endpoints` also enforce their pool's TOTAL_MAX_SIZE here."""
+        return self._size < self._max_size
+
     def _after_shrink(self) -> None:
         """Start creations for waiters left without a client after a discard."""
         spawn: list[str] = []
         with self._lock:
             if self._state is not _OPEN:
                 return
-            while (self._size < self._max_size and len(self._waiters) > self._creating
-                   and not self._failing):
+            while (len(self._waiters) > self._creating and not self._failing
+                   and self._has_room_locked()):
                 self._size += 1
                 self._creating += 1
                 spawn.append("create")
@@ -666,7 +671,7 @@ class Pool(Generic[T]):
             if self._state is _OPEN and self._pid == os.getpid():
                 if not (self._waiters and self._handoff_locked(entry)):
                     self._idle.append(entry)
-                spawn_more = self._size < self._max_size and len(self._waiters) > self._creating
+                spawn_more = len(self._waiters) > self._creating and self._has_room_locked()
                 close = False
             else:
                 self._size -= 1
@@ -759,13 +764,13 @@ class Pool(Generic[T]):
                     self._idle = [e for e in self._idle if e not in to_check]
                 self._next_keepalive = now + min(1.0, settings.keepalive_interval)
             if self._failing:
-                if not self._probing and now >= self._next_probe and self._size < self._max_size:
+                if not self._probing and now >= self._next_probe and self._has_room_locked():
                     self._probing = True
                     self._size += 1
                     self._creating += 1
                     spawn.append("probe")
             else:
-                while self._size < settings.min_size:
+                while self._size < settings.min_size and self._has_room_locked():
                     self._size += 1
                     self._creating += 1
                     spawn.append("create")

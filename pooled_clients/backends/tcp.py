@@ -1,0 +1,221 @@
+"""Raw TCP and TLS clients: one connected socket per pooled client.
+
+``OPTIONS``: ``host``, ``port``, ``tls`` (``False``, ``True`` or a dict of ``cafile``,
+``certfile``, ``keyfile``, ``server_hostname``, ``verify``), ``keepalive`` (``SO_KEEPALIVE``,
+default ``True``) and ``timeout`` (seconds each ``send``/``recv`` may block once connected;
+default ``None``, blocking).
+
+The check finds a peer that closed the connection without blocking and without reading
+the caller's data: it polls the raw socket and, only when it is readable, reads what is
+there. For TLS that read goes through the TLS layer (``SSLSocket.recv`` rejects
+``MSG_PEEK``), so records that carry no application data, such as TLS 1.3 session
+tickets, are consumed and the socket passes; an end of stream, or bytes nobody read,
+fail it.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from pooled_clients.backends.base import ClientBackend
+
+__all__ = ["TCPBackend"]
+
+OPTION_NAMES = ("host", "port", "tls", "keepalive", "timeout")
+TLS_OPTION_NAMES = ("cafile", "certfile", "keyfile", "server_hostname", "verify")
+
+
+class PeerClosedError(ConnectionError):
+    """The peer closed the connection, or it holds bytes no caller read."""
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+class TCPBackend(ClientBackend[socket.socket]):
+    """A pool of connected ``socket.socket`` objects (``ssl.SSLSocket`` with ``tls``).
+
+    Clients are plain sockets: use ``sendall``/``recv`` (or ``makefile``). A socket
+    returned with unread bytes, or closed by its user, is discarded rather than handed
+    to the next caller.
+    """
+
+    def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
+        super().__init__(alias, options)
+        self.host = str(options["host"])
+        self.port = int(options["port"])
+        self.keepalive = bool(options.get("keepalive", True))
+        self.timeout: float | None = (
+            float(options["timeout"]) if options.get("timeout") is not None else None
+        )
+        tls = options.get("tls", False)
+        self.tls_options: dict[str, Any] | None = (
+            dict(tls) if isinstance(tls, Mapping) else ({} if tls else None)
+        )
+        self._context: ssl.SSLContext | None = None
+        self._context_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ options
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Every problem with the TCP OPTIONS, without any network or file I/O."""
+        problems = []
+        for name in options:
+            if name not in OPTION_NAMES:
+                problems.append(f"unknown option {name!r}; expected one of "
+                                f"{', '.join(OPTION_NAMES)}.")
+        host = options.get("host")
+        if not isinstance(host, str) or not host:
+            problems.append("'host' is required; expected a host name or IP address.")
+        port = options.get("port")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            problems.append(f"'port' is {port!r}; expected an integer from 1 to 65535.")
+        keepalive = options.get("keepalive", True)
+        if not isinstance(keepalive, bool):
+            problems.append(f"'keepalive' is {keepalive!r}; expected True or False.")
+        timeout = options.get("timeout")
+        if timeout is not None and not _is_seconds(timeout):
+            problems.append(f"'timeout' is {timeout!r}; expected a number of seconds > 0 or None.")
+        tls = options.get("tls", False)
+        if isinstance(tls, Mapping):
+            problems.extend(cls._check_tls_options(tls))
+        elif not isinstance(tls, bool):
+            problems.append(f"'tls' is {tls!r}; expected True, False or a dict of "
+                            f"{', '.join(TLS_OPTION_NAMES)}.")
+        return problems
+
+    @staticmethod
+    def _check_tls_options(tls: Mapping[str, Any]) -> list[str]:
+        problems = []
+        for name in tls:
+            if name not in TLS_OPTION_NAMES:
+                problems.append(f"'tls' has unknown key {name!r}; expected one of "
+                                f"{', '.join(TLS_OPTION_NAMES)}.")
+        for name in ("cafile", "certfile", "keyfile", "server_hostname"):
+            value = tls.get(name)
+            if value is not None and (not isinstance(value, str) or not value):
+                problems.append(f"'tls'[{name!r}] is {value!r}; expected a non-empty string.")
+        if "verify" in tls and not isinstance(tls["verify"], bool):
+            problems.append(f"'tls'['verify'] is {tls['verify']!r}; expected True or False.")
+        if tls.get("keyfile") and not tls.get("certfile"):
+            problems.append("'tls' has 'keyfile' without 'certfile'; expected both (or a "
+                            "certfile holding the key too).")
+        return problems
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The client-side TLS context, built on first use (files are read then)."""
+        with self._context_lock:
+            if self._context is None:
+                tls = self.tls_options or {}
+                context = ssl.create_default_context(cafile=tls.get("cafile"))
+                if not tls.get("verify", True):
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                if tls.get("certfile"):
+                    context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
+                self._context = context
+            return self._context
+
+    def create(self) -> socket.socket:
+        """Connect (and handshake) within ``connect_timeout``."""
+        timeout = self.connect_timeout
+        if timeout <= 0:
+            raise TimeoutError("no time left to connect")
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self.tls_options is not None:
+                hostname = self.tls_options.get("server_hostname") or self.host
+                # The socket's timeout (what is left of connect_timeout) bounds the handshake.
+                sock.settimeout(max(0.001, self.connect_timeout))
+                sock = self.tls_context().wrap_socket(sock, server_hostname=hostname)
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(self.timeout)
+        return sock
+
+    def close(self, client: socket.socket) -> None:
+        """Close the socket; no TLS close_notify is sent, so this never blocks."""
+        client.close()
+
+    def is_broken(self, client: socket.socket) -> bool:
+        """True when the caller closed the socket."""
+        return client.fileno() == -1
+
+    def reset(self, client: socket.socket) -> bool:
+        """Restore the timeout; False (discard) when the socket holds unread bytes or
+        the peer is gone, so the next caller never reads someone else's reply."""
+        if client.fileno() == -1:
+            return False
+        try:
+            self._probe(client)
+            client.settimeout(self.timeout)
+        except OSError:
+            return False
+        return True
+
+    def check(self, client: socket.socket) -> None:
+        """Raise when the peer closed the connection or unread bytes are waiting."""
+        if client.fileno() == -1:
+            raise PeerClosedError("the socket was closed")
+        self._probe(client)
+
+    def _probe(self, client: socket.socket) -> None:
+        if isinstance(client, ssl.SSLSocket) and client.pending():
+            raise PeerClosedError("unread TLS application data is buffered on the socket")
+        readable, _, _ = select.select([client], [], [], 0)
+        if not readable:
+            return
+        previous = client.gettimeout()
+        client.setblocking(False)
+        try:
+            if isinstance(client, ssl.SSLSocket):
+                self._read_tls_records(client)
+            else:
+                data = client.recv(1, socket.MSG_PEEK)
+                if not data:
+                    raise PeerClosedError("the peer closed the connection")
+                raise PeerClosedError("unread data is waiting on the socket")
+        finally:
+            if client.fileno() != -1:
+                client.settimeout(previous)
+
+    @staticmethod
+    def _read_tls_records(client: ssl.SSLSocket) -> None:
+        """Consume pending TLS records: fine when none carried application data."""
+        try:
+            data = client.recv(1)
+        except ssl.SSLWantReadError:
+            return  # only handshake messages (session tickets, key updates) were pending
+        except ssl.SSLZeroReturnError as exc:
+            raise PeerClosedError("the peer closed the TLS session") from exc
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return
+            raise
+        if not data:
+            raise PeerClosedError("the peer closed the connection")
+        raise PeerClosedError("unread TLS application data was waiting on the socket")
+
+    # ------------------------------------------------------------------ presentation
+
+    def describe(self) -> str:
+        """``tcp://host:port`` or ``tls://host:port``."""
+        scheme = "tcp" if self.tls_options is None else "tls"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"

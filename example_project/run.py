@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             env.get("PYTHONPATH")])),
                 "EXAMPLE_WAREHOUSE_URL": warehouse_url,
                 "EXAMPLE_PAYMENTS_URL": upstream.url + "json/v1/",
-                "EXAMPLE_PAYMENTS_TOKEN": secrets.token_urlsafe(16),
+                "EXAMPLE_PAYMENTS_TOKEN": env.get("EXAMPLE_PAYMENTS_TOKEN")
+                or secrets.token_urlsafe(16),
                 "EXAMPLE_SQLITE_PATH": str(workdir / "db.sqlite3"),
                 "EXAMPLE_SECRET_KEY": secrets.token_urlsafe(32),
                 "EXAMPLE_BIND": f"127.0.0.1:{args.port}",

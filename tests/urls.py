@@ -1,6 +1,18 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.urls import path
+from health_check.views import HealthCheckView
+
+from pooled_clients.health import pool_checks
+
+
+async def health(request: HttpRequest) -> HttpResponse:
+    # Checks are listed per request: tests change POOLED_CLIENTS with override_settings.
+    response: HttpResponse = await HealthCheckView.as_view(checks=pool_checks())(request)
+    return response
+
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("health/", health),
 ]

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from tests.lifecycle_site import views
+
+urlpatterns = [
+    path("pid/", views.pid),
+]

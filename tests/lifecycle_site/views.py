@@ -1,0 +1,24 @@
+"""Views answering which process and which server session served the request."""
+
+import os
+
+from django.http import HttpRequest, JsonResponse
+
+from pooled_clients import pools
+
+
+def pid(request: HttpRequest) -> JsonResponse:
+    """``pg_backend_pid()`` of the pooled connection used, after ``?sleep=`` seconds."""
+    pool = pools["pg"]
+    sleep = float(request.GET.get("sleep", "0"))
+    with pool.connection() as conn:
+        row = conn.execute("select pg_backend_pid(), pg_sleep(%s)", [sleep]).fetchone()
+    assert row is not None
+    stats = pool.stats()
+    return JsonResponse({
+        "worker_pid": os.getpid(),
+        "backend_pid": row[0],
+        "pool_pid": stats.pid,
+        "acquired_total": stats.acquired_total,
+        "created_total": stats.created_total,
+    })

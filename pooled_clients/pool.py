@@ -340,7 +340,7 @@ class Pool(Generic[T]):
             if waiter is not None:
                 entry = self._wait(waiter, deadline, timeout)
             assert entry is not None
-            if self._validate(entry, _monotonic(), start):
+            if self._validate(entry, _monotonic(), start, deadline):
                 return self._lease(entry, frame, start)
 
     def _take_or_wait(self, start: float, deadline: float, waiter_type: type[_W]
@@ -397,9 +397,11 @@ class Pool(Generic[T]):
             )
             error.__cause__ = self._last_error
             return error
+        connecting = (f"; {self._creating} connection attempt(s) to {self._target} still "
+                      "unanswered" if self._creating else "")
         return PoolTimeout(
             f"Pool {self.alias!r} timed out after {timeout:g}s waiting for a client to "
-            f"{self._target}; {self._state_text()}{self._holders_text()}."
+            f"{self._target}; {self._state_text()}{self._holders_text()}{connecting}."
         )
 
     def _fail_fast_error(self) -> ClientCreationError:
@@ -413,7 +415,8 @@ class Pool(Generic[T]):
         error.__cause__ = self._last_error
         return error
 
-    def _validate(self, entry: _Entry[T], now: float, start: float) -> bool:
+    def _validate(self, entry: _Entry[T], now: float, start: float,
+                  deadline: float | None = None) -> bool:
         """Check an entry taken off the idle list or handed over; discard it if unusable.
 
         A client created or checked after the acquire began (``start``) needs no check."""
@@ -426,8 +429,10 @@ class Pool(Generic[T]):
         )
         if not needs_check or entry.checked_at >= start:
             return True
+        limit = now + self.settings.connect_timeout
         try:
-            with deadline_scope(now + self.settings.connect_timeout):
+            # A server that stopped answering costs the caller its TIMEOUT at most.
+            with deadline_scope(limit if deadline is None else min(limit, deadline)):
                 self.backend.check(entry.client)
         except Exception as exc:
             with self._lock:
@@ -1018,7 +1023,9 @@ class Pool(Generic[T]):
         client = self._checkout(timeout, _getframe(1))
         try:
             entry = self._in_use[id(client)]
-            if entry.checked_at < start:
+            # Opening a client proves nothing for every backend (an HTTP session connects
+            # lazily): only a check made since ``start`` counts.
+            if entry.checked_at < start or entry.checked_at == entry.created:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
                     raise PoolTimeout(f"Pool {self.alias!r}: no time left to check a client "

@@ -152,7 +152,6 @@ def test_restart_under_load_recovers_without_errors_after_the_server_is_back(
         back_at = time.monotonic() - 0.1
         # Fully healthy within 2s of the server accepting connections.
         assert wait_until(lambda: pool.stats().state == "open"
-                          and load.completed_after(time.monotonic()) >= 0
                           and load.completed_after(back_at) >= 32, 2.0), pool.stats()
         healthy_after = time.monotonic() - back_at
         assert wait_until(lambda: load.completed_after(back_at) >= 300, 10)
@@ -253,12 +252,9 @@ def test_server_down_at_startup_fails_fast_then_heals_without_restart(
         started = time.monotonic()
         with pytest.raises(ClientCreationError) as caught:
             pool.acquire(timeout=3.0)
-        assert time.monotonic() - started < 1.5
+        # At most one probe's connect (refused at once on 127.0.0.1), never the TIMEOUT.
+        assert time.monotonic() - started < 1.0
         assert caught.value.__cause__ is not None
-    started = time.monotonic()
-    with pytest.raises(ClientCreationError):
-        pool.acquire(timeout=3.0)
-    fast = time.monotonic() - started
     cluster.start()
     up_at = time.monotonic()
     # One probe per RETRY_BACKOFF_MAX at most: the pool heals by itself.
@@ -266,7 +262,6 @@ def test_server_down_at_startup_fails_fast_then_heals_without_restart(
     pool.check(2.0)
     select_one(pool)
     assert time.monotonic() - up_at < 3.0
-    assert fast < 0.5 or fast < 1.5  # a probe may have been due; never the whole TIMEOUT
     stats = pool.stats()
     assert stats.state == "open" and stats.last_error is not None
 

@@ -1,0 +1,68 @@
+"""``manage.py pool_status [ALIAS ...] [--json]``: this process's view of the pools."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pooled_clients import conf, shared_status
+from pooled_clients.views import status_data
+
+COLUMNS = (
+    ("alias", "ALIAS"), ("state", "STATE"), ("size", "SIZE"), ("idle", "IDLE"),
+    ("in_use", "IN USE"), ("waiting", "WAITING"), ("max_size", "MAX"),
+    ("acquired_total", "ACQUIRED"), ("timeouts_total", "TIMEOUTS"), ("errors_total", "ERRORS"),
+    ("target", "TARGET"),
+)
+
+
+class Command(BaseCommand):
+    help = "Show the pools' stats as a table, or as JSON with --json."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("aliases", nargs="*", metavar="ALIAS",
+                            help="Pools to show (default: all).")
+        parser.add_argument("--json", action="store_true", help="Print JSON instead.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        aliases: list[str] = options["aliases"]
+        unknown = [a for a in aliases if a not in conf.pool_definitions()]
+        if unknown:
+            raise CommandError(f"Unknown pool alias(es): {', '.join(unknown)}.", returncode=2)
+        data = status_data()
+        if shared_status.enabled():
+            # A one-off command is not a worker: show the others without adding itself.
+            data["workers"] = [w for w in data["workers"] if w["pid"] != data["pid"]
+                               or w["host"] != data["host"]]
+            data["totals"] = shared_status.totals(data["workers"])
+        if aliases:
+            data["pools"] = [p for p in data["pools"] if p["alias"] in aliases]
+        if options["json"]:
+            self.stdout.write(json.dumps(data, indent=2, default=str))
+            return
+        self.stdout.write(f"host {data['host']} pid {data['pid']}")
+        self.stdout.write(_table(data["pools"]))
+        for pool in data["pools"]:
+            if pool["last_error"]:
+                self.stdout.write(f"{pool['alias']}: last error: {pool['last_error']}")
+        if "workers" in data:
+            self.stdout.write(f"\n{len(data['workers'])} worker(s) publishing:")
+            for worker in data["workers"]:
+                pools_text = ", ".join(f"{p['alias']} {p['in_use']}/{p['size']}/{p['max_size']}"
+                                       for p in worker["pools"])
+                self.stdout.write(f"  {worker['host']} pid {worker['pid']} "
+                                  f"({worker['age']}s ago): {pools_text}")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No pools are configured."
+    cells = [[title for _, title in COLUMNS]]
+    cells += [[str(row.get(key, "")) for key, _ in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )

@@ -1,0 +1,19 @@
+"""A tiny site served by real gunicorn workers in the observability tests.
+
+Configured from the environment by the test that starts it: ``OBS_DB`` (sqlite file),
+``OBS_POOLED_CLIENTS`` and ``OBS_SHARED_STATUS`` (JSON).
+"""
+
+import json
+import os
+
+from tests.settings import *  # noqa: F403
+
+ROOT_URLCONF = "tests.observability_site.urls"
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
+                         "NAME": os.environ.get("OBS_DB", "/tmp/pooled-clients-obs.sqlite3"),
+                         "OPTIONS": {"timeout": 10}}}
+POOLED_CLIENTS = json.loads(os.environ.get("OBS_POOLED_CLIENTS", "{}"))
+POOLED_CLIENTS_SHARED_STATUS = json.loads(os.environ.get("OBS_SHARED_STATUS", "null"))
+POOLED_CLIENTS_SHARED_STATUS_INTERVAL = float(os.environ.get("OBS_SHARED_INTERVAL", "0.5"))
+POOLED_CLIENTS_SHARED_STATUS_MAX_AGE = float(os.environ.get("OBS_SHARED_MAX_AGE", "3"))

@@ -58,6 +58,7 @@ ERROR_IDS: dict[str, str] = {
     "pooled_clients.E013": "ENDPOINTS is malformed (not a non-empty dict of name -> definition).",
     "pooled_clients.E014": "An endpoint definition has an unknown key.",
     "pooled_clients.E015": "TOTAL_MAX_SIZE or ROUTING is set on a pool without ENDPOINTS.",
+    "pooled_clients.E016": "The endpoints' MIN_SIZE add up to more than TOTAL_MAX_SIZE.",
     "pooled_clients.E020": "A process-wide POOLED_CLIENTS_* setting is unknown or has a bad value.",
 }
 
@@ -331,6 +332,7 @@ def _validate_endpoints(alias: str, merged: Mapping[str, Any]
                                                "endpoint.")], []
     problems: list[Problem] = []
     option_sets: list[tuple[str, dict[str, Any]]] = []
+    min_sizes: list[int] = []
     for name, spec in endpoints.items():
         where = f"['ENDPOINTS'][{name!r}]"
         if not isinstance(name, str) or not name or not isinstance(spec, Mapping):
@@ -347,6 +349,21 @@ def _validate_endpoints(alias: str, merged: Mapping[str, Any]
         options = spec.get("OPTIONS", {})
         if isinstance(options, Mapping):
             option_sets.append((where, dict(merged["OPTIONS"]) | dict(options)))
+        min_size = spec.get("MIN_SIZE", merged["MIN_SIZE"])
+        max_size = spec.get("MAX_SIZE", merged["MAX_SIZE"])
+        if isinstance(min_size, int) and isinstance(max_size, int):
+            min_sizes.append(min_size)
+            if min_size > max_size:
+                problems.append(Problem("pooled_clients.E010",
+                                        f"POOLED_CLIENTS[{alias!r}]{where} has MIN_SIZE "
+                                        f"{min_size} greater than MAX_SIZE {max_size}; expected "
+                                        "MIN_SIZE <= MAX_SIZE."))
+    total = merged["TOTAL_MAX_SIZE"]
+    if isinstance(total, int) and sum(min_sizes) > total:
+        problems.append(Problem("pooled_clients.E016",
+                                f"POOLED_CLIENTS[{alias!r}] has endpoints whose MIN_SIZE add up "
+                                f"to {sum(min_sizes)}, more than TOTAL_MAX_SIZE {total}; expected "
+                                "a total of at most TOTAL_MAX_SIZE."))
     return problems, option_sets
 
 

@@ -63,6 +63,17 @@ class PoolHandler:
             endpoint_pool: Pool[Any] = EndpointPool.from_definition(parsed)
             return endpoint_pool
         backend = parsed.backend_class(alias, parsed.options)
+        if parsed.backend_class.is_async:
+            from pooled_clients.aio import AsyncClientBackend, AsyncPool
+
+            if not isinstance(backend, AsyncClientBackend):
+                from django.core.exceptions import ImproperlyConfigured
+
+                raise ImproperlyConfigured(
+                    f"POOLED_CLIENTS[{alias!r}]['BACKEND'] {parsed.backend_path!r} sets "
+                    "is_async but does not subclass pooled_clients.aio.AsyncClientBackend."
+                )
+            return AsyncPool(alias, backend, parsed.settings, backend_path=parsed.backend_path)
         return Pool(alias, backend, parsed.settings, backend_path=parsed.backend_path)
 
     def __contains__(self, alias: object) -> bool:

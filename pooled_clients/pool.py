@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pooled_clients.backends.base import ClientBackend, deadline_scope
 from pooled_clients.exceptions import (
@@ -40,6 +40,9 @@ from pooled_clients.exceptions import (
 )
 from pooled_clients.masking import mask_exception, mask_text
 from pooled_clients.stats import Lease, PoolStats, WaitWindow
+
+if TYPE_CHECKING:
+    from pooled_clients.aio import AsyncConnection
 
 T = TypeVar("T")
 
@@ -167,11 +170,12 @@ class _AsyncWaiter:
 
     def deliver(self, entry: _Entry[Any]) -> bool:
         """Hand ``entry`` over (pool lock held). False once the waiter's loop is closed."""
+        self.entry = entry
         try:
             self.loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed: nobody will ever take it
+            self.entry = None
             return False
-        self.entry = entry
         return True
 
     def fail(self, error: BaseException) -> None:
@@ -298,6 +302,29 @@ class Pool(Generic[T]):
     def release(self, client: T, discard: bool = False) -> None:
         """Return ``client``: reset for the next caller, or closed when ``discard``."""
         self._release(client, discard, None)
+
+    def aconnection(self, timeout: float | None = None,
+                    endpoint: str | None = None) -> AsyncConnection[T]:
+        """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
+        from pooled_clients.aio import AsyncConnection
+
+        if endpoint is not None:
+            self._unknown_endpoint(endpoint)
+        return AsyncConnection(self, timeout, _getframe(1))
+
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+        """:meth:`acquire` for async code: same timeout, limits, errors and stats."""
+        from pooled_clients.aio import acquire
+
+        if endpoint is not None:
+            self._unknown_endpoint(endpoint)
+        return await acquire(self, timeout, _getframe(1))
+
+    async def arelease(self, client: T, discard: bool = False) -> None:
+        """:meth:`release` for async code; the reset never blocks the event loop."""
+        from pooled_clients.aio import release
+
+        await release(self, client, discard, None)
 
     # ------------------------------------------------------------------ checkout
 

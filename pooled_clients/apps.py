@@ -30,3 +30,23 @@ class PooledClientsConfig(AppConfig):
         checks.register()
         setting_changed.connect(_on_setting_changed, dispatch_uid="pooled_clients_settings")
         lifecycle.install()
+        _connect_observability()
+
+
+def _connect_observability() -> None:
+    """Shared status and metrics start in a serving process on its first request (never
+    here: ready() also runs for migrate, check and in a --preload master). Off: nothing."""
+    from django.core.signals import request_started
+
+    from pooled_clients import conf
+
+    if conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS") is not None:
+        from pooled_clients import shared_status
+
+        request_started.connect(shared_status.on_request_started,
+                                dispatch_uid="pooled_clients_shared_status")
+    if conf.get_process_setting("POOLED_CLIENTS_METRICS") is True:
+        from pooled_clients import metrics
+
+        request_started.connect(metrics.on_request_started,
+                                dispatch_uid="pooled_clients_metrics")

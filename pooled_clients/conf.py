@@ -173,6 +173,11 @@ PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
     ProcessSetting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE", 30.0, "float",
                    "Workers that have not published for this long drop off the page.",
                    minimum=0.1),
+    ProcessSetting("POOLED_CLIENTS_METRICS", False, "bool",
+                   "Keep the `pooled_clients_*` Prometheus metrics up to date in every serving "
+                   "process (needs the `prometheus` extra); see Observability."),
+    ProcessSetting("POOLED_CLIENTS_METRICS_INTERVAL", 5.0, "float",
+                   "Seconds between two refreshes of the Prometheus metrics.", minimum=0.1),
 )
 _PROCESS_BY_NAME = {s.name: s for s in PROCESS_SETTINGS}
 
@@ -383,6 +388,9 @@ def _validate_process_settings() -> list[Problem]:
                 problems.append(Problem("pooled_clients.E020",
                                         f"{spec.name} is {value!r}; expected a number of seconds "
                                         f">= {spec.minimum:g}."))
+        elif spec.kind == "bool" and not isinstance(value, bool):
+            problems.append(Problem("pooled_clients.E020",
+                                    f"{spec.name} is {value!r}; expected True or False."))
         elif spec.kind == "shared_status" and not (
             value is None or value == "database"
             or (isinstance(value, Mapping) and set(value) == {"CACHE"}

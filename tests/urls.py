@@ -4,6 +4,7 @@ from django.urls import path
 from health_check.views import HealthCheckView
 
 from pooled_clients.health import pool_checks
+from pooled_clients.metrics import metrics_view
 
 
 async def health(request: HttpRequest) -> HttpResponse:
@@ -15,4 +16,5 @@ async def health(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health),
+    path("metrics", metrics_view),
 ]

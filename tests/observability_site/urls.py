@@ -6,6 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 from pooled_clients import pools
+from pooled_clients.metrics import metrics_view
 from tests.urls import health
 
 
@@ -24,4 +25,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health),
     path("work/", work),
+    path("metrics", metrics_view),
 ]

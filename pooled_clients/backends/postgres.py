@@ -14,12 +14,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pooled_clients.aio import AsyncClientBackend
 from pooled_clients.backends.base import ClientBackend, time_left
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresBackend"]
+__all__ = ["AsyncPostgresBackend", "PostgresBackend"]
 
 #: Keywords ``psycopg.connect`` takes itself rather than passing to libpq.
 PSYCOPG_KEYWORDS = frozenset({
@@ -110,11 +111,12 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     def reset(self, client: psycopg.Connection[Any]) -> bool:
         """Roll back an open or failed transaction; False discards the connection."""
-        if client.closed or client.broken:
-            return False
         status = client.pgconn.transaction_status
         if status == self._idle_status:
+            # libpq reports IDLE only on a good connection: nothing more to look at.
             return True
+        if client.closed or client.broken:
+            return False
         if status in self._rollback_status:
             try:
                 self._round_trip(client, b"ROLLBACK", time_left(self._connect_timeout))
@@ -181,3 +183,84 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
         """The password(s) in conninfo or OPTIONS."""
         found = [str(self._params[key]) for key in _SECRET_PARAMS if self._params.get(key)]
         return found + super().secrets()
+
+
+class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
+    """A pool of ``psycopg.AsyncConnection`` objects, for async code only.
+
+    The same ``OPTIONS`` and behaviour as :class:`PostgresBackend`: returned inside a
+    transaction, rolled back; broken, closed or returned mid-query, discarded.
+    """
+
+    discard_on_error = False
+
+    def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
+        super().__init__(alias, options)
+        import psycopg
+
+        self._psycopg = psycopg
+        # The sync backend parses and describes the options; it never connects here.
+        self._parsed = PostgresBackend(alias, options)
+        self._idle_status = psycopg.pq.TransactionStatus.IDLE
+        self._rollback_status = (psycopg.pq.TransactionStatus.INTRANS,
+                                 psycopg.pq.TransactionStatus.INERROR)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """The same checks as :meth:`PostgresBackend.check_options`."""
+        return PostgresBackend.check_options(options)
+
+    async def create(self) -> psycopg.AsyncConnection[Any]:  # type: ignore[override]
+        """Connect on the running loop, honouring CONNECT_TIMEOUT."""
+        return await self._psycopg.AsyncConnection.connect(
+            self._parsed._conninfo, connect_timeout=max(1, math.ceil(self._connect_timeout)),
+            **self._parsed._own,
+        )
+
+    async def close(self, client: psycopg.AsyncConnection[Any]) -> None:  # type: ignore[override]
+        """Close the connection (a no-op when it is already closed)."""
+        await client.close()
+
+    def close_nowait(self, client: psycopg.AsyncConnection[Any]) -> None:
+        """Close without awaiting (the loop it belongs to is gone); libpq closes synchronously."""
+        client.pgconn.finish()
+
+    def is_broken(self, client: psycopg.AsyncConnection[Any]) -> bool:
+        """True when the connection was lost."""
+        return bool(client.broken or client.closed)
+
+    async def reset(self, client: psycopg.AsyncConnection[Any]) -> bool:  # type: ignore[override]
+        """Roll back an open or failed transaction; False discards the connection."""
+        status = client.pgconn.transaction_status
+        if status == self._idle_status:
+            # libpq reports IDLE only on a good connection: nothing more to look at.
+            return True
+        if client.closed or client.broken:
+            return False
+        if status in self._rollback_status:
+            try:
+                await client.rollback()
+            except Exception:
+                return False
+            return bool(client.pgconn.transaction_status == self._idle_status)
+        return False  # ACTIVE (mid-query) or UNKNOWN (broken)
+
+    async def check(self, client: psycopg.AsyncConnection[Any]) -> None:  # type: ignore[override]
+        """A ``SELECT 1`` round trip (the pool bounds it by the time left)."""
+        if client.closed or client.broken:
+            raise self._psycopg.OperationalError("the connection is closed")
+        status = client.pgconn.transaction_status
+        if status != self._idle_status:
+            state = self._psycopg.pq.TransactionStatus(status).name
+            raise self._psycopg.OperationalError(f"the connection is not idle ({state})")
+        await client.execute("SELECT 1")
+        if client.pgconn.transaction_status != self._idle_status:
+            await client.rollback()  # not autocommit: end the transaction the check began
+
+    def describe(self) -> str:
+        """``postgresql://user@host:port/dbname`` without the password."""
+        return self._parsed.describe()
+
+    def secrets(self) -> list[str]:
+        """The password(s) in conninfo or OPTIONS."""
+        return self._parsed.secrets()

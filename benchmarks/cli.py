@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="a smoke run of a few seconds (1 round, 0.1 s per cell)",
     )
-    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 1)")
-    p.add_argument("--duration", type=float, help="seconds per cell (default 1.0; quick 0.1)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 10; quick 1)")
+    p.add_argument("--duration", type=float, help="seconds per cell (default 0.5; quick 0.1)")
     p.add_argument("--threads", default="1,4,16,64", help="thread counts (default 1,4,16,64)")
     p.add_argument("--contestants", help="comma-separated keys (default: all)")
     p.add_argument("--skip-e2e", action="store_true", help="skip the gunicorn + wrk part")
@@ -64,9 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     if args.rounds is None:
-        args.rounds = 1 if quick else 5
+        args.rounds = 1 if quick else 10
     if args.duration is None:
-        args.duration = 0.1 if quick else 1.0
+        args.duration = 0.1 if quick else 0.5
     if args.e2e_duration is None:
         args.e2e_duration = 1 if quick else 5
     if args.e2e_rounds is None:

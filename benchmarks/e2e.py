@@ -64,6 +64,12 @@ class E2EResults:
         runs = self.runs.get(key)
         return statistics.median(r.rps for r in runs) if runs else None
 
+    def ratio(self, key: str, base: str) -> float | None:
+        """Median over rounds of ``key``'s requests/s divided by ``base``'s in the same round."""
+        a, b = self.runs.get(key) or [], self.runs.get(base) or []
+        pairs = [x.rps / y.rps for x, y in zip(a, b, strict=False) if y.rps]
+        return statistics.median(pairs) if pairs else None
+
     def median_latency(self, key: str, which: str) -> float | None:
         runs = self.runs.get(key) or []
         values = [v for r in runs if (v := getattr(r, which)) is not None]

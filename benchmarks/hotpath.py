@@ -15,9 +15,12 @@ import io
 import pstats
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmarks.contestants import Contestant
 from benchmarks.micro import SQL
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -40,15 +43,24 @@ class ProfileResult:
 
 
 def _name(func: tuple[str, int, str]) -> str:
+    """``path:line(function)`` with the path relative to the project, site-packages or stdlib."""
     filename, line, name = func
     if filename == "~":
         return name
-    parts = filename.replace("\\", "/").split("/")
-    for anchor in ("site-packages", "lib"):
-        if anchor in parts:
-            parts = parts[len(parts) - parts[::-1].index(anchor) :]
-            break
-    short = "/".join(parts[-3:]) if len(parts) > 3 else "/".join(parts)
+    path = Path(filename)
+    try:
+        short = path.relative_to(ROOT).as_posix()
+    except ValueError:
+        parts = path.parts
+        anchor = next(
+            (i for i in range(len(parts) - 1, -1, -1) if parts[i] == "site-packages"), None
+        )
+        if anchor is None:
+            anchor = next(
+                (i for i in range(len(parts) - 1, -1, -1) if parts[i].startswith("python3")),
+                len(parts) - 2,
+            )
+        short = "/".join(parts[anchor + 1 :])
     return f"{short}:{line}({name})"
 
 

@@ -120,6 +120,17 @@ class MicroResults:
         values = self.samples.get((workload, threads, key))
         return statistics.median(values) if values else None
 
+    def ratio(self, workload: str, threads: int, key: str, base: str) -> float | None:
+        """Median over rounds of ``key``'s ops/s divided by ``base``'s in the same round.
+
+        Both ran within seconds of each other in every round, so pairing them cancels most of the
+        drift a shared machine adds between rounds.
+        """
+        a = self.samples.get((workload, threads, key)) or []
+        b = self.samples.get((workload, threads, base)) or []
+        pairs = [x / y for x, y in zip(a, b, strict=False) if y]
+        return statistics.median(pairs) if pairs else None
+
     def spread(self, workload: str, threads: int, key: str) -> float | None:
         """(max - min) / median over the rounds."""
         values = self.samples.get((workload, threads, key))

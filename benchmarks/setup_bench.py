@@ -19,6 +19,7 @@ class SetupResults:
     pools: int
     samples: int
     setup_ms: dict[int, list[float]] = field(default_factory=dict)
+    cpu_ms: dict[int, list[float]] = field(default_factory=dict)
     connections: dict[int, list[int]] = field(default_factory=dict)
     aliases: dict[int, int] = field(default_factory=dict)
     error: str | None = None
@@ -27,9 +28,25 @@ class SetupResults:
         values = self.setup_ms.get(n)
         return statistics.median(values) if values else None
 
+    def min_ms(self, n: int) -> float | None:
+        values = self.setup_ms.get(n)
+        return min(values) if values else None
+
+    def median_cpu_ms(self, n: int) -> float | None:
+        values = self.cpu_ms.get(n)
+        return statistics.median(values) if values else None
+
     @property
     def added_ms(self) -> float | None:
-        with_pools, without = self.median_ms(self.pools), self.median_ms(0)
+        """Wall time added, fastest against fastest: load elsewhere only ever adds time."""
+        with_pools, without = self.min_ms(self.pools), self.min_ms(0)
+        if with_pools is None or without is None:
+            return None
+        return with_pools - without
+
+    @property
+    def added_cpu_ms(self) -> float | None:
+        with_pools, without = self.median_cpu_ms(self.pools), self.median_cpu_ms(0)
         if with_pools is None or without is None:
             return None
         return with_pools - without
@@ -78,6 +95,7 @@ def run_setup(
             for n in (0, pools):  # alternate so drift hits both alike
                 data = _probe(n, conninfo, settle)
                 results.setup_ms.setdefault(n, []).append(float(data["setup_ms"]))
+                results.cpu_ms.setdefault(n, []).append(float(data["cpu_ms"]))
                 results.connections.setdefault(n, []).append(int(data["connections"]))
                 results.aliases[n] = int(data["aliases"])
     except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -48,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         DATABASES={},
         POOLED_CLIENTS=pool_settings(args.pools, args.conninfo),
     )
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     django.setup()
     setup_ms = (time.perf_counter() - t0) * 1000.0
+    cpu_ms = (time.process_time() - c0) * 1000.0
 
     from pooled_clients import pools
 
     aliases = len(list(pools))
+    imported = sorted(m for m in ("psycopg", "requests") if m in sys.modules)
     # Give any background filling a chance to (wrongly) open connections before counting.
     time.sleep(args.settle)
 
@@ -66,11 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             (APPLICATION_NAME,),
         ).fetchone()
     opened = int(row[0]) if row else -1
-    print(
-        json.dumps(
-            {"pools": args.pools, "aliases": aliases, "setup_ms": setup_ms, "connections": opened}
-        )
-    )
+    result = {
+        "pools": args.pools,
+        "aliases": aliases,
+        "setup_ms": setup_ms,
+        "cpu_ms": cpu_ms,
+        "connections": opened,
+        "imported": imported,
+    }
+    print(json.dumps(result))
     return 0
 
 

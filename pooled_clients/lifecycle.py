@@ -31,8 +31,6 @@ logger = logging.getLogger("pooled_clients")
 
 _installed = False
 _done_pid = 0
-#: The pid in which the at-fork hooks last ran (or the process started).
-_hooked_pid = os.getpid()
 _lock = threading.Lock()
 _child_exit_callbacks: list[Callable[[int], None]] = []
 
@@ -100,12 +98,15 @@ def reset_after_fork() -> None:
 
     Inherited clients are abandoned without I/O; the maintenance thread restarts on first use.
     """
-    global _hooked_pid
-    if _hooked_pid == os.getpid():
-        return
     from pooled_clients import handler, maintenance
     from pooled_clients import pool as _pool
 
+    pid = os.getpid()
+    # Inherited state is what tells an unnoticed fork: a pool or a maintenance thread that
+    # belongs to another process. After os.fork() the hooks already reset both.
+    inherited = any(p._pid != pid for p in list(_pool._LIVE_POOLS))
+    if not inherited and (maintenance._thread is None or maintenance._thread_pid == pid):
+        return
     _after_fork_in_child()
     handler._after_fork_in_child()
     maintenance._after_fork_in_child()
@@ -148,8 +149,7 @@ def child_exited(pid: int) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _hooked_pid, _lock
-    _hooked_pid = os.getpid()
+    global _lock
     _lock = threading.Lock()
 
 

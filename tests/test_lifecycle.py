@@ -69,11 +69,13 @@ def app_name() -> str:
 # ---------------------------------------------------------------------------- fork
 
 
-@pytest.mark.parametrize("mode", ["os-fork", "raw-fork"])
+@pytest.mark.parametrize("mode", ["os-fork", "raw-fork", "raw-fork-hook"])
 def test_forked_child_never_closes_or_finalizes_inherited_clients(
         mode: str, tmp_path: Path) -> None:
     """os-fork: Python's at-fork hook resets the pool. raw-fork (libc fork(), as uWSGI does):
-    the pid check on the slow path does. Either way the child abandons the parent's clients
+    the pid check on the slow path does; raw-fork-hook: the uWSGI post-fork hook
+    (``lifecycle.reset_after_fork``) does, with an idle client the fast path would otherwise
+    hand out. Either way the child abandons the parent's clients
     (no close, no finalizer, even through interpreter exit) and opens its own."""
     events = tmp_path / "events"
     result = subprocess.run(

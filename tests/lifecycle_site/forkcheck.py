@@ -2,7 +2,9 @@
 
 Run by tests/test_lifecycle.py as ``python -m tests.lifecycle_site.forkcheck MODE EVENTS``:
 ``os-fork`` forks with ``os.fork()`` (Python's at-fork hooks run); ``raw-fork`` calls libc's
-``fork()`` directly, the way uWSGI forks, so only the pool's own pid check can notice.
+``fork()`` directly, the way uWSGI forks, so only the pool's own pid check can notice;
+``raw-fork-hook`` forks the same way, then calls ``lifecycle.reset_after_fork()`` in the child
+as the uWSGI post-fork hook does.
 
 Clients are plain objects whose ``close`` and finalizer append ``<event> <label> <pid>`` to
 EVENTS, so the test sees every close and every finalization, in whichever process.
@@ -55,17 +57,21 @@ class TrackedBackend(ClientBackend[Tracked]):
 def main() -> int:
     pool = Pool("tracked", TrackedBackend("tracked", {}))
     held = pool.acquire()
-    if MODE == "os-fork":
+    if MODE in ("os-fork", "raw-fork-hook"):
         spare = pool.acquire()
         pool.release(spare)  # one idle, one in use when the fork happens
         del spare
-        fork = os.fork
+        fork = os.fork if MODE == "os-fork" else ctypes.PyDLL(None).fork
     else:
         # Nothing idle: a raw fork runs no hook, so the fast path must not find a client.
         fork = ctypes.PyDLL(None).fork
     parent_labels = [held.label, *[c.label for c in pool.iter_idle_clients()]]
     pid = fork()
     if pid == 0:
+        if MODE == "raw-fork-hook":
+            from pooled_clients import lifecycle
+
+            lifecycle.reset_after_fork()
         client = pool.acquire()
         report = {"pid": os.getpid(), "label": client.label, "stats_pid": pool.stats().pid}
         pool.release(client)

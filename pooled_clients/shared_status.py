@@ -173,12 +173,19 @@ def _publish_job() -> None:
 
 
 def _publish_database(snapshot: dict[str, Any]) -> None:
+    from django.db import IntegrityError
+
     from pooled_clients.models import WorkerStatus
 
-    WorkerStatus.objects.update_or_create(
-        host=snapshot["host"], pid=snapshot["pid"],
-        defaults={"published_at": snapshot["published_at"], "payload": json.dumps(snapshot)},
-    )
+    row = WorkerStatus.objects.filter(host=snapshot["host"], pid=snapshot["pid"])
+    values = {"published_at": snapshot["published_at"], "payload": json.dumps(snapshot)}
+    # Single autocommit statements rather than update_or_create's transaction: no lock is
+    # held between a read and a write (SQLite would fail such an upgrade with "locked").
+    if not row.update(**values):
+        try:
+            WorkerStatus.objects.create(host=snapshot["host"], pid=snapshot["pid"], **values)
+        except IntegrityError:  # a pid reused on this host since the last clean-up
+            row.update(**values)
     # Rows of workers gone long ago are removed by whoever publishes next.
     WorkerStatus.objects.filter(published_at__lt=snapshot["published_at"] - 10 * _max_age()
                                 ).delete()

@@ -12,7 +12,7 @@ from tests.settings import *  # noqa: F403
 ROOT_URLCONF = "tests.observability_site.urls"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
                          "NAME": os.environ.get("OBS_DB", "/tmp/pooled-clients-obs.sqlite3"),
-                         "OPTIONS": {"timeout": 10}}}
+                         "OPTIONS": {"timeout": 10, "transaction_mode": "IMMEDIATE"}}}
 POOLED_CLIENTS = json.loads(os.environ.get("OBS_POOLED_CLIENTS", "{}"))
 POOLED_CLIENTS_SHARED_STATUS = json.loads(os.environ.get("OBS_SHARED_STATUS", "null"))
 POOLED_CLIENTS_SHARED_STATUS_INTERVAL = float(os.environ.get("OBS_SHARED_INTERVAL", "0.5"))

@@ -310,8 +310,8 @@ def test_per_endpoint_and_total_caps_hold_under_32_threads(
     assert errors == []
     assert all(peak[name] <= caps[name] for name in caps), peak
     assert peak_total == total_cap  # the cap was reached and never passed
-    servers_open = a.open_clients + b.open_clients + c.open_clients
-    assert servers_open <= total_cap
+    # The servers see closes a moment later; what they see settles within the cap.
+    wait_until(lambda: a.open_clients + b.open_clients + c.open_clients <= total_cap, 3)
     stats = pool.stats()
     assert stats.in_use == 0
     assert stats.max_size == total_cap

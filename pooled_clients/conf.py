@@ -58,7 +58,6 @@ ERROR_IDS: dict[str, str] = {
     "pooled_clients.E013": "ENDPOINTS is malformed (not a non-empty dict of name -> definition).",
     "pooled_clients.E014": "An endpoint definition has an unknown key.",
     "pooled_clients.E015": "TOTAL_MAX_SIZE or ROUTING is set on a pool without ENDPOINTS.",
-    "pooled_clients.E016": "The endpoints' MIN_SIZE add up to more than TOTAL_MAX_SIZE.",
     "pooled_clients.E020": "A process-wide POOLED_CLIENTS_* setting is unknown or has a bad value.",
 }
 
@@ -365,7 +364,8 @@ def _validate_endpoints(alias: str, merged: Mapping[str, Any]
                                         "MIN_SIZE <= MAX_SIZE."))
     total = merged["TOTAL_MAX_SIZE"]
     if isinstance(total, int) and sum(min_sizes) > total:
-        problems.append(Problem("pooled_clients.E016",
+        # The pool-wide form of E010: MIN_SIZE (in total) greater than MAX_SIZE (in total).
+        problems.append(Problem("pooled_clients.E010",
                                 f"POOLED_CLIENTS[{alias!r}] has endpoints whose MIN_SIZE add up "
                                 f"to {sum(min_sizes)}, more than TOTAL_MAX_SIZE {total}; expected "
                                 "a total of at most TOTAL_MAX_SIZE."))

@@ -447,7 +447,7 @@ def _check_ids(definition: dict[str, Any]) -> list[tuple[str, str]]:
     ({"ENDPOINTS": {"a": {"MIN_SIZE": 4, "MAX_SIZE": 2}}}, "pooled_clients.E010",
      "['ENDPOINTS']['a'] has MIN_SIZE 4 greater than MAX_SIZE 2"),
     ({"ENDPOINTS": {"a": {"MIN_SIZE": 2}, "b": {"MIN_SIZE": 2}}, "TOTAL_MAX_SIZE": 3},
-     "pooled_clients.E016", "add up to 4, more than TOTAL_MAX_SIZE 3"),
+     "pooled_clients.E010", "add up to 4, more than TOTAL_MAX_SIZE 3"),
     ({"TOTAL_MAX_SIZE": 3}, "pooled_clients.E015", "['TOTAL_MAX_SIZE'] is set"),
     ({"ROUTING": "round_robin"}, "pooled_clients.E015", "['ROUTING'] is set"),
     ({"ENDPOINTS": {"a": {}}, "ROUTING": "random"}, "pooled_clients.E009", "'round_robin'"),

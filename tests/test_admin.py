@@ -28,7 +28,7 @@ def two_pools(postgres: PostgresCluster, upstream: UpstreamServer,
     })
     pooled_clients_settings("payments", {
         "BACKEND": "pooled_clients.backends.http.HTTPBackend",
-        "OPTIONS": {"base_url": upstream.url + "/", "headers": {"Authorization": "Bearer tok-XYZ"}},
+        "OPTIONS": {"base_url": upstream.url, "headers": {"Authorization": "Bearer tok-XYZ"}},
     })
 
 
@@ -140,3 +140,89 @@ def test_fragment_is_the_status_block_only(admin_client: Client, two_pools: None
     html = admin_client.get(URL + "?format=fragment").content.decode()
     assert 'data-alias="warehouse"' in html
     assert "<html" not in html
+
+
+# --------------------------------------------------------------------------- real browser
+
+
+@pytest.fixture
+def browser(tmp_path: Any) -> Iterator[Any]:
+    """Headless Debian Chromium driven by Selenium, with a fresh profile."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _save(driver: Any, path: Any) -> None:
+    import os
+    import shutil
+    from pathlib import Path
+
+    assert driver.save_screenshot(str(path))
+    docs_images = os.environ.get("POOLED_CLIENTS_DOCS_IMAGES")
+    if docs_images:  # scripts/…: refresh the screenshots of docs/observability.md
+        shutil.copy(path, Path(docs_images) / Path(path).name)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_browser_shows_live_numbers_and_saves_screenshots(
+        browser: Any, live_server: Any, django_user_model: Any, two_pools: None,
+        held_client: str, test_output_dir: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    django_user_model.objects.create_superuser("admin", "", "admin-pw")
+    with pools["payments"].connection() as http:
+        for path in ("echo/1", "json/a", "status/503", "echo/2"):
+            http.get(path)
+    browser.get(live_server.url + "/admin/login/?next=" + URL)
+    browser.find_element(By.NAME, "username").send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys("admin-pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.ID, "pc-status"))
+
+    def in_use() -> str:
+        return str(browser.find_element(
+            By.CSS_SELECTOR, 'section[data-alias="warehouse"] .pc-in-use').text)
+
+    assert in_use() == "1"
+    assert held_client in browser.find_element(By.ID, "pc-status").text
+    # The stylesheet and script loaded (the page is styled and live).
+    bar = browser.find_element(By.CSS_SELECTOR, 'section[data-alias="warehouse"] .pc-bar')
+    assert bar.size["height"] > 5
+    _save(browser, test_output_dir / "pool-status.png")
+
+    browser.execute_script("window.__noReload = true;")
+    second = pools["warehouse"].acquire()
+    try:
+        WebDriverWait(browser, 15, poll_frequency=0.2).until(lambda d: in_use() == "2")
+        assert browser.execute_script("return window.__noReload === true;")
+        assert int(browser.find_element(By.ID, "pc-root").get_attribute("data-refreshes")) >= 1
+    finally:
+        pools["warehouse"].release(second)
+    WebDriverWait(browser, 15, poll_frequency=0.2).until(lambda d: in_use() == "1")
+    page = browser.page_source
+    assert APP_PASSWORD not in page and "tok-XYZ" not in page
+
+    # Readable on a phone: nothing wider than the screen.
+    browser.set_window_size(390, 844)
+    browser.refresh()
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.ID, "pc-status"))
+    width = browser.execute_script(
+        "return document.getElementById('pc-status').getBoundingClientRect().right;")
+    assert width <= browser.execute_script("return window.innerWidth;") + 1
+    _save(browser, test_output_dir / "pool-status-mobile.png")

@@ -227,6 +227,31 @@ class _EndpointConnection(Generic[T]):
         sub._release(self._client, exc_type is not None and sub._discard_on_error, exc)
 
 
+class _AsyncEndpointConnection(Generic[T]):
+    """``async with pool.aconnection(endpoint=...) as client:`` for an endpoint pool."""
+
+    __slots__ = ("_client", "_endpoint", "_frame", "_pool", "_sub", "_timeout")
+
+    def __init__(self, pool: EndpointPool[T], timeout: float | None, endpoint: str | None,
+                 frame: FrameType) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._endpoint = endpoint
+        self._frame = frame
+
+    async def __aenter__(self) -> T:
+        self._client, self._sub = await self._pool._aroute_checkout(
+            self._timeout, self._frame, self._endpoint)
+        return self._client
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        from pooled_clients.aio import release
+
+        sub = self._sub
+        await release(sub, self._client, exc_type is not None and sub._discard_on_error, exc)
+
+
 class EndpointPool(Pool[T]):
     """A pool of named endpoints with the surface of :class:`Pool`.
 
@@ -269,6 +294,12 @@ class EndpointPool(Pool[T]):
     @classmethod
     def from_definition(cls, definition: PoolDefinition) -> EndpointPool[Any]:
         """Build the pool and one sub-pool per endpoint from a parsed definition."""
+        if definition.backend_class.is_async:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"POOLED_CLIENTS[{definition.alias!r}]: ENDPOINTS are not supported with an "
+                f"async backend ({definition.backend_path}); define one pool per endpoint.")
         group = _Group(definition.total_max_size)
         for spec in definition.endpoints:
             backend = definition.backend_class(definition.alias, spec.options)
@@ -325,6 +356,51 @@ class EndpointPool(Pool[T]):
     def release(self, client: T, discard: bool = False) -> None:
         """Return ``client`` to the endpoint it came from."""
         self._release(client, discard, None)
+
+    def aconnection(  # type: ignore[override]
+            self, timeout: float | None = None, endpoint: str | None = None
+    ) -> _AsyncEndpointConnection[T]:
+        """``async with pool.aconnection(endpoint=...) as client:`` (routed when None)."""
+        if endpoint is not None:
+            self.subpool(endpoint)
+        return _AsyncEndpointConnection(self, timeout, endpoint, _getframe(1))
+
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+        """:meth:`acquire` for async code: waits without blocking the event loop."""
+        return (await self._aroute_checkout(timeout, _getframe(1), endpoint))[0]
+
+    async def arelease(self, client: T, discard: bool = False) -> None:
+        """:meth:`release` for async code."""
+        from pooled_clients.aio import release
+
+        await release(self._owner_or_raise(client), client, discard, None)
+
+    async def _aroute_checkout(self, timeout: float | None, frame: FrameType,
+                               endpoint: str | None) -> tuple[T, EndpointSubpool[T]]:
+        from pooled_clients.aio import acquire
+
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
+        if not self._started:
+            self._start()
+        if endpoint is not None:
+            sub = self.subpool(endpoint)
+            return await acquire(sub, timeout, frame), sub
+        if timeout is None:
+            timeout = self.settings.timeout
+        deadline = _monotonic() + timeout
+        first_error: ClientCreationError | None = None
+        for sub in self.route():
+            remaining = deadline - _monotonic()
+            if first_error is not None and remaining <= 0:
+                break
+            try:
+                return await acquire(sub, max(0.0, remaining), frame), sub
+            except ClientCreationError as exc:
+                if first_error is None:
+                    first_error = exc
+        assert first_error is not None
+        raise first_error
 
     def _checkout(self, timeout: float | None, frame: FrameType,
                   endpoint: str | None = None) -> T:
@@ -387,7 +463,7 @@ class EndpointPool(Pool[T]):
         sub = self.owner(client)
         return None if sub is None else sub.endpoint
 
-    def _release(self, client: T, discard: bool, exc: BaseException | None) -> None:
+    def _owner_or_raise(self, client: T) -> EndpointSubpool[T]:
         sub = self.owner(client)
         if sub is None:
             raise PoolError(
@@ -395,7 +471,10 @@ class EndpointPool(Pool[T]):
                 f"{id(client):#x}: it is not checked out of any of its endpoints (released "
                 "twice, or acquired from another pool)."
             )
-        sub._release(client, discard, exc)
+        return sub
+
+    def _release(self, client: T, discard: bool, exc: BaseException | None) -> None:
+        self._owner_or_raise(client)._release(client, discard, exc)
 
     # ------------------------------------------------------------------ upkeep
 

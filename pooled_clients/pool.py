@@ -101,7 +101,7 @@ class _Entry(Generic[T]):
         "last_used",
         "leak_reported",
         "lease_code",
-        "lease_line",
+        "lease_lasti",
         "lease_since",
         "lease_stack",
         "lease_thread",
@@ -117,7 +117,7 @@ class _Entry(Generic[T]):
         self.lease_thread = 0
         self.lease_since = 0.0
         self.lease_code: CodeType | None = None
-        self.lease_line = 0
+        self.lease_lasti = 0
         self.lease_stack: str | None = None
         self.leak_reported = False
 
@@ -203,8 +203,11 @@ class _Connection(Generic[T]):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        pool = self._pool
-        pool._release(self._client, exc_type is not None and pool._discard_on_error, exc)
+        if exc_type is None:
+            self._pool.release(self._client)
+        else:
+            pool = self._pool
+            pool._release(self._client, pool._discard_on_error, exc)
 
 
 class Pool(Generic[T]):
@@ -225,10 +228,25 @@ class Pool(Generic[T]):
         self._check_idle_after = settings.check_idle_after
         self._max_size = settings.max_size
         self._fast_leases = settings.leak_timeout is None
+        # The CHECK policy as one number: a client idle longer than this is validated.
+        self._check_window = (float("inf") if settings.check == "never"
+                              else -1.0 if settings.check == "always"
+                              else settings.check_idle_after)
         self._target = backend.describe()
         self._secrets = tuple(backend.secrets())
         self._reset_state()
         _LIVE_POOLS.add(self)
+
+    @property
+    def _state(self) -> str:
+        """"open", "closing", "closed" or "retired"."""
+        return self._state_value
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        self._state_value = value
+        # The hot paths read one flag instead of comparing states and settings.
+        self._fast_ok = value is _OPEN and self._fast_leases
 
     def _reset_state(self) -> None:
         """Fresh bookkeeping: at construction and in a forked child."""
@@ -299,10 +317,6 @@ class Pool(Generic[T]):
             self._unknown_endpoint(endpoint)
         return self._checkout(timeout, _getframe(1))
 
-    def release(self, client: T, discard: bool = False) -> None:
-        """Return ``client``: reset for the next caller, or closed when ``discard``."""
-        self._release(client, discard, None)
-
     def aconnection(self, timeout: float | None = None,
                     endpoint: str | None = None) -> AsyncConnection[T]:
         """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
@@ -333,21 +347,17 @@ class Pool(Generic[T]):
         with self._lock:
             idle = self._idle
             # With LEAK_TIMEOUT set, the slow path records the acquiring stack.
-            if idle and not self._waiters and self._state is _OPEN and self._fast_leases:
+            if idle and self._fast_ok and not self._waiters:
                 entry = idle[-1]
-                if entry.expires > now and (
-                    self._check_never
-                    or (not self._check_always
-                        and now - entry.last_used <= self._check_idle_after)
-                ):
+                if entry.expires > now and now - entry.last_used <= self._check_window:
                     idle.pop()
                     self._in_use[entry.key] = entry
                     entry.lease_thread = _get_ident()
                     entry.lease_since = now
                     entry.lease_code = frame.f_code
-                    entry.lease_line = frame.f_lineno
+                    # f_lasti, not f_lineno: the line is worked out only when shown.
+                    entry.lease_lasti = frame.f_lasti
                     self._acquired += 1
-                    self._waits.add(0.0)
                     return entry.client
         return self._slow_checkout(timeout, frame, now)
 
@@ -454,7 +464,9 @@ class Pool(Generic[T]):
         needs_check = self._check_always or (
             not self._check_never and now - entry.last_used > self._check_idle_after
         )
-        if not needs_check or entry.checked_at >= start:
+        # A check made since the acquire began counts, unless someone used the client after it.
+        if not needs_check or (entry.checked_at >= start
+                               and entry.checked_at >= entry.last_used):
             return True
         limit = now + self.settings.connect_timeout
         try:
@@ -481,63 +493,62 @@ class Pool(Generic[T]):
             entry.lease_thread = _get_ident()
             entry.lease_since = now
             entry.lease_code = frame.f_code
-            entry.lease_line = frame.f_lineno
+            entry.lease_lasti = frame.f_lasti
             entry.leak_reported = False
             self._acquired += 1
-            self._waits.add(now - start)
+            self._waits.add(now - start, self._acquired)
         if self.settings.leak_timeout is not None:
             entry.lease_stack = "".join(traceback.format_stack(frame))
         return entry.client
 
     # ------------------------------------------------------------------ release
 
+    def release(self, client: T, discard: bool = False) -> None:
+        """Return ``client``: reset for the next caller, or closed when ``discard``."""
+        entry = self._in_use.get(id(client))
+        if entry is None or entry.client is not client or discard or not self._fast_ok:
+            self._release(client, discard, None)
+            return
+        try:
+            ok = self.backend.reset(client)
+        except Exception as error:
+            self._release_slow(entry, True, error)
+            return
+        if not ok:
+            self._release_slow(entry, True, None)
+            return
+        # Fast branch: straight back to a waiter or the idle list.
+        now = _monotonic()
+        with self._lock:
+            if self._in_use.pop(entry.key, None) is not entry:
+                raise PoolError(f"Pool {self.alias!r}: client released twice.")
+            self._released += 1
+            entry.last_used = now
+            entry.lease_thread = 0
+            # A purge marks the clients in use that it presumes dead as expired.
+            if entry.expires > now and self._fast_ok:
+                if not (self._waiters and self._handoff_locked(entry)):
+                    self._idle.append(entry)
+                return
+            self._size -= 1
+            self._closed += 1
+        self._close_client(entry)
+        self._after_shrink()
+
     def _release(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        key = id(client)
-        entry = self._in_use.get(key)
+        """The general release: validates ownership, resets unless ``discard``."""
+        entry = self._in_use.get(id(client))
         if entry is None or entry.client is not client:
             if any(c is client for c in _ABANDONED):
                 return  # inherited across fork(): the parent owns it, the child leaves it be
             raise PoolError(
                 f"Pool {self.alias!r} cannot release {type(client).__name__} object at "
-                f"{key:#x}: it is not checked out of this pool (released twice, or acquired "
-                "from another pool)."
+                f"{id(client):#x}: it is not checked out of this pool (released twice, or "
+                "acquired from another pool)."
             )
-        if self.settings.leak_timeout is None and not discard and self._state is _OPEN:
-            # Fast branch: reset, then straight back to a waiter or the idle list.
-            try:
-                ok = self.backend.reset(client)
-            except Exception as error:
-                ok = False
-                exc = exc or error
-            if ok:
-                now = _monotonic()
-                with self._lock:
-                    if self._in_use.pop(key, None) is not entry:
-                        raise PoolError(f"Pool {self.alias!r}: client released twice.")
-                    self._released += 1
-                    entry.last_used = now
-                    entry.lease_thread = 0
-                    # A client opened before the last purge is presumed dead like its peers.
-                    if (entry.expires > now and entry.created >= self._stale_before
-                            and self._state is _OPEN):
-                        if not self._waiters:
-                            self._idle.append(entry)
-                            return
-                        if self._handoff_locked(entry):
-                            return
-                        self._idle.append(entry)
-                        return
-                    entry_to_close = entry
-                    self._size -= 1
-                    self._closed += 1
-                self._close_client(entry_to_close)
-                self._after_shrink()
-                return
-            discard = True
-        self._release_slow(entry, key, discard, exc)
+        self._release_slow(entry, discard, exc)
 
-    def _release_slow(self, entry: _Entry[T], key: int, discard: bool,
-                      exc: BaseException | None) -> None:
+    def _release_slow(self, entry: _Entry[T], discard: bool, exc: BaseException | None) -> None:
         ok = False
         if not discard:
             try:
@@ -547,7 +558,7 @@ class Pool(Generic[T]):
         broken = not ok and self._is_broken(entry.client)
         now = _monotonic()
         with self._lock:
-            if self._in_use.pop(key, None) is not entry:
+            if self._in_use.pop(entry.key, None) is not entry:
                 raise PoolError(f"Pool {self.alias!r}: client released twice.")
             self._released += 1
             entry.last_used = now
@@ -603,6 +614,9 @@ class Pool(Generic[T]):
     def _purge_stale_locked(self, now: float) -> None:
         """(lock held) Presume every idle client created before ``now`` dead."""
         self._stale_before = now
+        for entry in self._in_use.values():
+            if entry.created < now:
+                entry.expires = 0.0  # closed when released, not handed out again
         stale = [e for e in self._idle if e.created < now]
         if not stale:
             return
@@ -746,7 +760,8 @@ class Pool(Generic[T]):
         return mask_exception(self._last_error, self._secrets) or "no error recorded"
 
     def _log_failure(self, message: str, exc: BaseException | None) -> None:
-        logger.warning(message, self.alias, mask_exception(exc, self._secrets) or "no detail")
+        logger.warning(message, self.alias, mask_exception(exc, self._secrets)
+                       or "it was found broken on release")
 
     # ------------------------------------------------------------------ maintenance
 
@@ -971,7 +986,7 @@ class Pool(Generic[T]):
                 self._acquired, self._released, self._created, self._closed, self._timeouts,
                 self._errors, self._check_failures, self._leaks, self._creating,
             )
-            p50, p95, p99 = self._waits.percentiles()
+            p50, p95, p99 = self._waits.percentiles(self._acquired)
             last_error = self._last_error_text() if self._last_error is not None else None
         (size, idle, in_use, waiting, acquired, released, created, closed, timeouts, errors,
          check_failures, leaks, creating) = counters
@@ -1100,7 +1115,15 @@ def _where(entry: _Entry[Any]) -> str:
     code = entry.lease_code
     if code is None:
         return "unknown"
-    return f"{code.co_filename}:{entry.lease_line} in {code.co_name}"
+    return f"{code.co_filename}:{_line_of(code, entry.lease_lasti)} in {code.co_name}"
+
+
+def _line_of(code: CodeType, lasti: int) -> int | None:
+    """The source line of the instruction at byte offset ``lasti``."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line
+    return code.co_firstlineno
 
 
 def _thread_name(ident: int) -> str:

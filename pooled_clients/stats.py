@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,30 +83,35 @@ class PoolStats:
 
 
 class WaitWindow:
-    """Acquire-wait samples of the most recent checkouts, in a fixed ring.
+    """Waits of the most recent checkouts (the last ``size`` of them).
 
-    Writing a sample is one list store and one add, cheap enough for the hot path; the
-    sort happens only when stats are read.
+    A checkout that did not wait records nothing at all, which keeps the hot path free of
+    bookkeeping: only waits are stored, each with the number of the checkout it belongs
+    to, and the zeros of the window are implied when percentiles are read.
     """
 
-    __slots__ = ("_pos", "_samples", "_size")
+    __slots__ = ("_samples", "_size")
 
     def __init__(self, size: int = 1024) -> None:
         self._size = size
-        self._samples: list[float] = [0.0] * size
-        self._pos = 0
+        self._samples: deque[tuple[int, float]] = deque(maxlen=size)
 
-    def add(self, seconds: float) -> None:
-        """Record one wait (callers hold the pool lock)."""
-        self._samples[self._pos % self._size] = seconds
-        self._pos += 1
+    def add(self, seconds: float, number: int) -> None:
+        """Record the wait of checkout ``number`` (callers hold the pool lock)."""
+        self._samples.append((number, seconds))
 
-    def percentiles(self) -> tuple[float | None, float | None, float | None]:
-        """p50, p95 and p99 in milliseconds over the window (None with no samples)."""
-        count = min(self._pos, self._size)
-        if not count:
+    def samples_since(self, number: int) -> list[float]:
+        """Recorded waits of the checkouts after ``number`` (zeros not included)."""
+        return [seconds for n, seconds in self._samples if n > number]
+
+    def percentiles(self, total: int) -> tuple[float | None, float | None, float | None]:
+        """p50, p95 and p99 in milliseconds over the last ``size`` of ``total`` checkouts
+        (None with no checkouts)."""
+        count = min(total, self._size)
+        if count <= 0:
             return None, None, None
-        values = sorted(self._samples[:count])
+        waits = sorted(self.samples_since(total - count))
+        values = [0.0] * (count - len(waits)) + waits
 
         def pick(q: float) -> float:
             index = min(count - 1, max(0, math.ceil(q * count) - 1))

@@ -43,14 +43,14 @@ class _RequestStats:
 
     def record(self, seconds: float, error: bool) -> None:
         with self.lock:
-            self.latency.add(seconds)
             self.requests += 1
+            self.latency.add(seconds, self.requests)
             if error:
                 self.errors += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            p50, p95, p99 = self.latency.percentiles()
+            p50, p95, p99 = self.latency.percentiles(self.requests)
             requests_total, errors_total = self.requests, self.errors
         return {
             "requests_total": requests_total,

@@ -7,6 +7,7 @@ PostgreSQL clusters of their own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -248,6 +249,34 @@ def test_check_reports_each_endpoint(configure: Any, proxied: list[FaultProxy]) 
     pool.check(timeout=1.0)  # one endpoint works: the pool can serve
     with pytest.raises(PoolError):
         pool.check(timeout=1.0, endpoint="b")
+
+
+def test_async_api_routes_pins_and_fails_over(configure: Any, proxied: list[FaultProxy]) -> None:
+    first, second = proxied
+    pool = configure("svc", tcp_definition(first.port, second.port, ROUTING="round_robin",
+                                           CHECK="always"))
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        ports = []
+        for _ in range(4):
+            async with pool.aconnection() as sock:
+                ports.append(peer_port(sock))
+        client = await pool.aacquire(endpoint="b")
+        pinned = peer_port(client)
+        await pool.arelease(client)
+        with pytest.raises(PoolError):
+            await pool.arelease(client)
+        second.stop()
+        after = []
+        for _ in range(4):
+            async with pool.aconnection() as sock:
+                after.append(peer_port(sock))
+        return ports, pinned, after
+
+    ports, pinned, after = asyncio.run(scenario())
+    assert Counter(ports) == {first.port: 2, second.port: 2}
+    assert pinned == second.port
+    assert after == [first.port] * 4
 
 
 # ------------------------------------------------------------------ caps

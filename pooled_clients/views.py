@@ -17,9 +17,10 @@ logger = logging.getLogger("pooled_clients")
 HTTP_KEYS = ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "error_rate", "requests_total")
 
 
-def status_data() -> dict[str, Any]:
+def status_data(*, publish_self: bool = True) -> dict[str, Any]:
     """``{"host", "pid", "pools": [as_dict(), ...]}``, plus ``"workers"`` (every process
-    that published within MAX_AGE) and ``"totals"`` (per alias) when shared status is on."""
+    that published within MAX_AGE) and ``"totals"`` (per alias) when shared status is on.
+    ``publish_self`` makes a serving process publish now (a one-off command does not)."""
     data: dict[str, Any] = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -28,8 +29,9 @@ def status_data() -> dict[str, Any]:
     if shared_status.enabled():
         try:
             # The serving worker shows itself at once, without waiting for its next round.
-            shared_status.start()
-            shared_status.publish()
+            if publish_self:
+                shared_status.start()
+                shared_status.publish()
             workers = shared_status.read()
         except Exception as exc:  # the local pools still deserve a page
             logger.warning("Reading the shared pool status failed: %s", type(exc).__name__)

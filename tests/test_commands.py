@@ -123,3 +123,22 @@ def test_call_command_failure_carries_exit_code_1(pooled_clients_settings: Confi
         call_command("pool_check", "--timeout", "1", stdout=out)
     assert info.value.returncode == 1
     assert "down: FAILED" in out.getvalue() and APP_PASSWORD not in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_pool_status_lists_published_workers_without_publishing_itself(
+        settings: Any, postgres: PostgresCluster, pooled_clients_settings: Configure) -> None:
+    import time
+
+    from pooled_clients.models import WorkerStatus
+
+    settings.POOLED_CLIENTS_SHARED_STATUS = "database"
+    pooled_clients_settings("warehouse", _pg(postgres.conninfo("app")))
+    snapshot = {"host": "web-9", "pid": 99, "published_at": time.time(),
+                "pools": [{"alias": "warehouse", "in_use": 1, "size": 2, "max_size": 5}]}
+    WorkerStatus.objects.create(host="web-9", pid=99, published_at=snapshot["published_at"],
+                                payload=json.dumps(snapshot))
+    text = _run("pool_status")
+    assert "1 worker(s) publishing:" in text
+    assert "web-9 pid 99" in text and "warehouse 1/2/5" in text
+    assert WorkerStatus.objects.count() == 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pooled_clients import conf, shared_status
+from pooled_clients import conf
 from pooled_clients.views import status_data
 
 COLUMNS = (
@@ -31,12 +31,8 @@ class Command(BaseCommand):
         unknown = [a for a in aliases if a not in conf.pool_definitions()]
         if unknown:
             raise CommandError(f"Unknown pool alias(es): {', '.join(unknown)}.", returncode=2)
-        data = status_data()
-        if shared_status.enabled():
-            # A one-off command is not a worker: show the others without adding itself.
-            data["workers"] = [w for w in data["workers"] if w["pid"] != data["pid"]
-                               or w["host"] != data["host"]]
-            data["totals"] = shared_status.totals(data["workers"])
+        # A one-off command is not a worker: it shows the others without publishing itself.
+        data = status_data(publish_self=False)
         if aliases:
             data["pools"] = [p for p in data["pools"] if p["alias"] in aliases]
         if options["json"]:

@@ -174,7 +174,7 @@ def at_rest(pool: Pool[Any]) -> bool:
 
 
 def test_aconnection_hands_out_a_client_and_counts_it_like_the_sync_path() -> None:
-    pool, backend = sync_pool()
+    pool, _ = sync_pool()
 
     async def main() -> tuple[FakeClient, FakeClient]:
         async with pool.aconnection() as first:

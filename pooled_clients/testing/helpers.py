@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,9 +35,12 @@ def break_pool(alias: str, message: str = "service made unavailable by break_poo
     for backend in backends:
         originals.append((backend, backend.__dict__.get("create")))
         backend.create = refuse
+    # Every client open now is presumed dead, as after an outage; clients created once the
+    # pool is restored are fresh (an infinite cut-off would condemn those too).
+    now = time.monotonic()
     for sub in getattr(pool, "subpools", None) or [pool]:
         with sub._lock:
-            sub._purge_stale_locked(float("inf"))
+            sub._purge_stale_locked(now)
     try:
         yield
     finally:

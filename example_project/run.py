@@ -3,8 +3,9 @@
 ``./scripts/run-example`` calls ``python -m example_project.run``. It starts a private PostgreSQL
 cluster (the "warehouse") and a local HTTP API (the "payments" service), migrates the site's
 SQLite database, creates an admin login, prints it with the URLs, and serves the site with
-gunicorn (``example_project/gunicorn.conf.py``). On Ctrl-C or SIGTERM it stops the servers,
-the cluster and the API and removes their files: nothing is left running.
+gunicorn (``example_project/gunicorn.conf.py``) and, for the async page, uvicorn. On Ctrl-C
+or SIGTERM it stops the servers, the cluster and the API and removes their files: nothing is
+left running.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("EXAMPLE_PORT", "8000")),
                         help="port of the site on 127.0.0.1 (default 8000)")
+    parser.add_argument("--asgi-port", type=int, default=None,
+                        help="port of the ASGI server (uvicorn) for the async page "
+                             "(default: --port + 1)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     return parser.parse_args(argv)
 
@@ -158,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             upstream = UpstreamServer()
             upstream.start()
 
+            asgi_port = args.asgi_port or args.port + 1
+            asgi_site = f"http://127.0.0.1:{asgi_port}/"
             env = dict(os.environ)
             env.update({
                 "DJANGO_SETTINGS_MODULE": "example_project.settings",
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 "EXAMPLE_SECRET_KEY": secrets.token_urlsafe(32),
                 "EXAMPLE_BIND": f"127.0.0.1:{args.port}",
                 "EXAMPLE_WORKERS": str(args.workers),
+                "EXAMPLE_ASGI_URL": asgi_site,
             })
             log("migrating and creating the admin login")
             password = prepare_django(env)
@@ -183,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
                 env=env, cwd=ROOT,
             )
             servers.append(("gunicorn", gunicorn))
+            # Django's ASGI handler rejects the lifespan protocol: turn it off rather than
+            # have uvicorn log that it is unsupported.
+            uvicorn = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "example_project.asgi:application",
+                 "--host", "127.0.0.1", "--port", str(asgi_port), "--lifespan", "off"],
+                env=env, cwd=ROOT,
+            )
+            servers.append(("uvicorn", uvicorn))
             wait_http(site, gunicorn, timeout=45)
+            wait_http(asgi_site, uvicorn, timeout=45)
 
         print(
             "\n"
@@ -191,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  site:        {site}\n"
             f"  warehouse:   {site}warehouse/   (PostgreSQL pool)\n"
             f"  payments:    {site}payments/    (HTTP API pool)\n"
+            f"  async:       {asgi_site}async/   (async view under uvicorn)\n"
             f"  health:      {site}health/\n"
             f"  pool status: {site}admin/pooled_clients/poolstatus/\n"
             f"  admin:       {site}admin/   user: {ADMIN_USER}   password: {password}\n"

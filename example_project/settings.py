@@ -7,7 +7,8 @@ their addresses in the environment:
 - ``EXAMPLE_WAREHOUSE_URL``: ``postgresql://`` URL of the warehouse database;
 - ``EXAMPLE_PAYMENTS_URL``: base URL of the payments API;
 - ``EXAMPLE_PAYMENTS_TOKEN``: the API token (sent as a header, never shown anywhere);
-- ``EXAMPLE_SQLITE_PATH``: where Django's own database lives.
+- ``EXAMPLE_SQLITE_PATH``: where Django's own database lives;
+- ``EXAMPLE_ASGI_URL``: where uvicorn serves the async page.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ STATIC_URL = "/static/"
 WAREHOUSE_URL = os.environ.get("EXAMPLE_WAREHOUSE_URL", "postgresql://app@127.0.0.1:5432/app")
 PAYMENTS_URL = os.environ.get("EXAMPLE_PAYMENTS_URL", "http://127.0.0.1:8001/")
 PAYMENTS_TOKEN = os.environ.get("EXAMPLE_PAYMENTS_TOKEN", "")
+ASGI_URL = os.environ.get("EXAMPLE_ASGI_URL", "http://127.0.0.1:8001/")
 
 # Sizes are per process: with gunicorn.conf.py's 2 workers x 4 threads, at most 2 x 4 = 8
 # warehouse connections are open, whatever the load. One client per thread means a request
@@ -91,6 +93,18 @@ POOLED_CLIENTS = {
         "CONNECT_TIMEOUT": 2.0,
         "LEAK_TIMEOUT": 10.0,
     },
+    # The same database for async views: psycopg AsyncConnections, served on the event loop.
+    "warehouse_async": {
+        "BACKEND": "pooled_clients.backends.postgres.AsyncPostgresBackend",
+        "OPTIONS": {
+            "conninfo": WAREHOUSE_URL,
+            "autocommit": True,
+            "application_name": "example-warehouse-async",
+        },
+        "MAX_SIZE": 4,
+        "TIMEOUT": 2.0,
+        "CONNECT_TIMEOUT": 2.0,
+    },
     "payments": {
         "BACKEND": "pooled_clients.backends.http.HTTPBackend",
         "OPTIONS": {
@@ -107,6 +121,9 @@ POOLED_CLIENTS = {
     },
 }
 POOLED_CLIENTS_SHUTDOWN_TIMEOUT = 5.0
+# Each gunicorn worker has its own pools: publish every worker's numbers (in Django's own
+# database) so the admin's Pool status page shows all of them, whichever worker serves it.
+POOLED_CLIENTS_SHARED_STATUS = "database"
 
 LOGGING = {
     "version": 1,

@@ -66,7 +66,8 @@ class FakeBackend(ClientBackend[FakeClient]):
             raise ConnectionResetError("server closed the connection")
 
     def reset(self, client: FakeClient) -> bool:
-        return not client.dirty
+        # Like a real backend, a reset notices a connection that broke while in use.
+        return not (client.dirty or client.dead)
 
     def is_broken(self, client: FakeClient) -> bool:
         return client.dead

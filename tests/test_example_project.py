@@ -77,7 +77,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     with stdout.open("wb") as out, stderr.open("wb") as err:
         # Its own session, so the test can find every process it started afterwards.
         proc = subprocess.Popen(
-            [str(REPO_ROOT / "scripts" / "run-example"), "--port", str(port)],
+            [str(REPO_ROOT / "scripts" / "run-example"), "--port", str(port),
+             "--asgi-port", str(free_port())],
             cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )

@@ -9,6 +9,11 @@ opened nothing, and every worker opens its own clients on first use.
 
 import os
 
+# post_fork: the worker starts from clean pools; worker_exit: pools close, waiting for clients
+# still in use, before the worker goes; child_exit: the master tidies up after any worker,
+# even one killed by SIGKILL. Call them from your own hooks if you need hooks of the same name.
+from pooled_clients.gunicorn import child_exit, post_fork, worker_exit  # noqa: F401
+
 bind = os.environ.get("EXAMPLE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("EXAMPLE_WORKERS", "2"))
 # Threads share a worker's pools: keep each pool's MAX_SIZE >= threads so no request waits.
@@ -25,7 +30,3 @@ errorlog = "-"
 # one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
 
-# post_fork: the worker starts from clean pools; worker_exit: pools close, waiting for clients
-# still in use, before the worker goes; child_exit: the master tidies up after any worker,
-# even one killed by SIGKILL. Call them from your own hooks if you need hooks of the same name.
-from pooled_clients.gunicorn import child_exit, post_fork, worker_exit  # noqa: E402, F401

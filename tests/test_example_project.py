@@ -166,6 +166,11 @@ def test_admin_login_printed_by_the_launcher_works(running: Running) -> None:
     assert status.status_code == 200
     assert "warehouse" in status.text and "payments" in status.text
     _assert_no_secret(status.text)
+    # Shared status is on: the JSON lists the gunicorn workers that have published.
+    data = session.get(running.site + "admin/pooled_clients/poolstatus/?format=json",
+                       timeout=15).json()
+    assert {pool["alias"] for pool in data["pools"]} >= {"warehouse", "payments"}
+    assert "workers" in data, sorted(data)
 
 
 def test_sigterm_stops_everything(running: Running) -> None:

@@ -8,11 +8,14 @@ opened nothing, and every worker opens its own clients on first use.
 """
 
 import os
+from typing import Any
+
+from pooled_clients import gunicorn as pooled_clients_hooks
 
 # post_fork: the worker starts from clean pools; worker_exit: pools close, waiting for clients
-# still in use, before the worker goes; child_exit: the master tidies up after any worker,
-# even one killed by SIGKILL. Call them from your own hooks if you need hooks of the same name.
-from pooled_clients.gunicorn import child_exit, post_fork, worker_exit  # noqa: F401
+# still in use, before the worker goes.
+post_fork = pooled_clients_hooks.post_fork
+worker_exit = pooled_clients_hooks.worker_exit
 
 bind = os.environ.get("EXAMPLE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("EXAMPLE_WORKERS", "2"))
@@ -30,3 +33,13 @@ errorlog = "-"
 # one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
 
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, after any worker exited (even by SIGKILL)."""
+    pooled_clients_hooks.child_exit(server, worker)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # The dead worker's gauges must stop counting in the live sums.
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

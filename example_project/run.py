@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 "EXAMPLE_BIND": f"127.0.0.1:{args.port}",
                 "EXAMPLE_WORKERS": str(args.workers),
                 "EXAMPLE_ASGI_URL": asgi_site,
+                "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
             })
+            (workdir / "prometheus").mkdir()
             log("migrating and creating the admin login")
             password = prepare_django(env)
 
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  payments:    {site}payments/    (HTTP API pool)\n"
             f"  async:       {asgi_site}async/   (async view under uvicorn)\n"
             f"  health:      {site}health/\n"
+            f"  metrics:     {site}metrics\n"
             f"  pool status: {site}admin/pooled_clients/poolstatus/\n"
             f"  admin:       {site}admin/   user: {ADMIN_USER}   password: {password}\n"
             f"  PostgreSQL:  127.0.0.1:{cluster.port} (data in {cluster.datadir})\n"

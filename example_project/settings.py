@@ -124,6 +124,9 @@ POOLED_CLIENTS_SHUTDOWN_TIMEOUT = 5.0
 # Each gunicorn worker has its own pools: publish every worker's numbers (in Django's own
 # database) so the admin's Pool status page shows all of them, whichever worker serves it.
 POOLED_CLIENTS_SHARED_STATUS = "database"
+# Prometheus metrics at /metrics (the launcher sets PROMETHEUS_MULTIPROC_DIR, so a scrape
+# served by any worker reports the pools of all of them).
+POOLED_CLIENTS_METRICS = True
 
 LOGGING = {
     "version": 1,

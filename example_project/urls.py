@@ -9,6 +9,7 @@ from health_check.views import HealthCheckView
 
 from example_project import views
 from pooled_clients.health import pool_checks
+from pooled_clients.metrics import metrics_view
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.index, name="index"),
@@ -18,6 +19,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # Django's own database plus every pool whose HEALTH["CRITICAL"] is true.
     path("health/", HealthCheckView.as_view(
         checks=["health_check.checks.Database", *pool_checks()]), name="health"),
+    # Prometheus scrapes this; in production keep it off the public network.
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     # The demo serves the admin's CSS itself; a real deployment lets the web server (or
     # whitenoise) serve the output of collectstatic.

@@ -148,6 +148,15 @@ def test_health_endpoint_checks_the_pools(running: Running) -> None:
     _assert_no_secret(response.text)
 
 
+def test_metrics_endpoint_reports_every_pool(running: Running) -> None:
+    requests.get(running.site + "warehouse/", timeout=10).raise_for_status()
+    response = requests.get(running.site + "metrics", timeout=10)
+    assert response.status_code == 200
+    for alias in ("warehouse", "warehouse_async", "payments"):
+        assert f'pooled_clients_max_size{{alias="{alias}"}}' in response.text, alias
+    _assert_no_secret(response.text)
+
+
 def test_admin_login_printed_by_the_launcher_works(running: Running) -> None:
     session = requests.Session()
     assert session.get(running.site + "admin/", timeout=10).url.endswith(

@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks import contestants as cs
 from benchmarks.e2e import E2EResults, run_e2e
 from benchmarks.hotpath import ProfileResult, profile_hot_path
-from benchmarks.machine import git_revision, machine_info, usable_cpus, versions
+from benchmarks.machine import git_revision, load_average, machine_info, usable_cpus, versions
 from benchmarks.micro import MicroResults, run_micro
 from benchmarks.report import Run, render
 from benchmarks.setup_bench import SetupResults, run_setup
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--e2e-rounds", type=int, help="end-to-end rounds (default 3; quick 1)")
     p.add_argument("--workers", type=int, help="gunicorn workers (default: usable CPUs)")
     p.add_argument("--worker-threads", type=int, default=4, help="threads per worker (4)")
-    p.add_argument("--setup-samples", type=int, help="django.setup() samples (default 7; quick 1)")
+    p.add_argument("--setup-samples", type=int, help="django.setup() samples (default 10; quick 1)")
     p.add_argument("--setup-pools", type=int, default=50, help="pools configured (50)")
     p.add_argument(
         "--profile-seconds",
@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.e2e_rounds is None:
         args.e2e_rounds = 1 if quick else 3
     if args.setup_samples is None:
-        args.setup_samples = 1 if quick else 7
+        args.setup_samples = 1 if quick else 10
     if args.profile_seconds is None:
         args.profile_seconds = 0.0 if quick else 2.0
     if args.workers is None:
@@ -122,6 +122,7 @@ def _jsonable(obj: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    load_at_start = load_average()
     command = "python -m benchmarks" + (
         " " + shlex.join(sys.argv[1:] if argv is None else argv)
         if (sys.argv[1:] if argv is None else argv)
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if ours_installed:
             log(f"django.setup() with 0 and {args.setup_pools} pools")
             setup = run_setup(
-                conninfo, args.setup_pools, args.setup_samples, 0.2 if args.quick else 0.5, log
+                conninfo, args.setup_pools, args.setup_samples, 0.2 if args.quick else 0.3, log
             )
             failed |= setup.error is not None
         else:
@@ -232,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         revision=git_revision(),
         wall_seconds=time.perf_counter() - started,
-        machine=machine_info(),
+        machine={
+            **machine_info(),
+            "load average (1/5/15 min), start": load_at_start,
+            "load average (1/5/15 min), end": load_average(),
+        },
         versions=vers,
         specs=specs,
         connections=connections,
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e=e2e,
         profile=profile,
         notes=notes,
+        quick=args.quick,
     )
     text = render(run)
     if args.output == "-":

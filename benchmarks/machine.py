@@ -64,6 +64,13 @@ def git_revision() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def machine_info() -> dict[str, str]:
     return {
         "CPUs (nproc)": str(usable_cpus()),

@@ -46,10 +46,12 @@ class SetupResults:
 
     @property
     def added_cpu_ms(self) -> float | None:
-        with_pools, without = self.median_cpu_ms(self.pools), self.median_cpu_ms(0)
-        if with_pools is None or without is None:
-            return None
-        return with_pools - without
+        """Median over the samples of the CPU time with pools minus the run just before it."""
+        pairs = [
+            b - a
+            for a, b in zip(self.cpu_ms.get(0, []), self.cpu_ms.get(self.pools, []), strict=False)
+        ]
+        return statistics.median(pairs) if pairs else None
 
     @property
     def max_connections(self) -> int | None:

@@ -125,24 +125,23 @@ def _update(pool: Pool[Any], stats: PoolStats, seen: _Seen) -> None:
             counter.labels(alias).inc(delta)
         seen.counters[name] = current
     histogram = WAIT_SECONDS.labels(alias)
-    seen.wait_pos, samples = _new_waits(pool, seen.wait_pos)
-    for seconds in samples:
+    seen.wait_pos, zeros, waits = pool.waits_since(seen.wait_pos)
+    _observe_zeros(histogram, zeros)
+    for seconds in waits:
         histogram.observe(seconds)
 
 
-def _new_waits(pool: Pool[Any], last: int) -> tuple[int, list[float]]:
-    """The waits of the checkouts after checkout number ``last``: the pool records only
-    non-zero waits (numbered by checkout), so the others are zeros. Returns the number of
-    the latest checkout and the waits in seconds."""
-    window = getattr(pool, "_waits", None)
-    lock = getattr(pool, "_lock", None)
-    if window is None or lock is None:
-        return last, []
-    with lock:
-        acquired: int = pool._acquired
-        waits: list[float] = window.samples_since(last) if acquired > last else []
-    zeros = max(0, acquired - last - len(waits))
-    return acquired, [0.0] * zeros + waits
+def _observe_zeros(histogram: Any, count: int) -> None:
+    """``count`` observations of 0 at once: a busy pool has millions of checkouts that did
+    not wait between two refreshes, too many to observe one by one."""
+    buckets = getattr(histogram, "_buckets", None)
+    if count <= 0:
+        return
+    if buckets:
+        buckets[0].inc(count)  # every bucket bound is >= 0: zeros land in the first one
+        return
+    for _ in range(count):  # pragma: no cover - a prometheus_client without _buckets
+        histogram.observe(0.0)
 
 
 def _refresh_job() -> None:

@@ -1026,6 +1026,15 @@ class Pool(Generic[T]):
             backend_stats=dict(backend_stats()) if callable(backend_stats) else {},
         )
 
+    def waits_since(self, number: int) -> tuple[int, int, list[float]]:
+        """Acquire waits after checkout ``number``: ``(latest checkout number, how many of
+        those checkouts did not wait, the other waits in seconds)``. Only the most recent
+        checkouts are remembered (see :class:`~pooled_clients.stats.WaitWindow`)."""
+        with self._lock:
+            acquired = self._acquired
+            waits = self._waits.samples_since(number) if acquired > number else []
+        return acquired, max(0, acquired - number - len(waits)), waits
+
     def _state_text(self) -> str:
         """(lock held) ``in use 10 / idle 0 / max 10 / waiting 3``."""
         return (f"in use {len(self._in_use)} / idle {len(self._idle)} / max {self._max_size} "

@@ -27,20 +27,28 @@ def pooled_clients_settings() -> Iterator[Callable[[str, dict[str, Any]], None]]
     from django.conf import settings
     from django.test import override_settings
 
-    overrides: list[Any] = []
+    overrides: list[tuple[Any, Any]] = []
 
     def configure(alias: str, definition: dict[str, Any]) -> None:
         current = dict(getattr(settings, "POOLED_CLIENTS", {}))
         current[alias] = definition
         override = override_settings(POOLED_CLIENTS=current)
         override.enable()
-        overrides.append(override)
+        overrides.append((override, settings._wrapped))
 
     try:
         yield configure
     finally:
-        for override in reversed(overrides):
-            override.disable()
+        for override, holder in reversed(overrides):
+            if settings._wrapped is holder:
+                override.disable()
+            else:
+                # An @override_settings around the test ended first and already put the
+                # settings back; disabling ours now would bring its values back to life.
+                from django.core.signals import setting_changed
+
+                setting_changed.send(sender=type(settings), setting="POOLED_CLIENTS",
+                                     value=getattr(settings, "POOLED_CLIENTS", {}), enter=False)
 
 
 @pytest.fixture

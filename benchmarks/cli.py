@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", default="1,4,16,64", help="thread counts (default 1,4,16,64)")
     p.add_argument("--contestants", help="comma-separated keys (default: all)")
     p.add_argument("--skip-e2e", action="store_true", help="skip the gunicorn + wrk part")
-    p.add_argument("--e2e-duration", type=int, help="seconds per wrk run (default 5; quick 1)")
-    p.add_argument("--e2e-rounds", type=int, help="end-to-end rounds (default 3; quick 1)")
+    p.add_argument("--e2e-duration", type=int, help="seconds per wrk run (default 3; quick 1)")
+    p.add_argument("--e2e-rounds", type=int, help="end-to-end rounds (default 4; quick 1)")
     p.add_argument("--workers", type=int, help="gunicorn workers (default: usable CPUs)")
     p.add_argument("--worker-threads", type=int, default=4, help="threads per worker (4)")
     p.add_argument("--setup-samples", type=int, help="django.setup() samples (default 10; quick 1)")
@@ -68,9 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.duration is None:
         args.duration = 0.1 if quick else 0.5
     if args.e2e_duration is None:
-        args.e2e_duration = 1 if quick else 5
+        args.e2e_duration = 1 if quick else 3
     if args.e2e_rounds is None:
-        args.e2e_rounds = 1 if quick else 3
+        args.e2e_rounds = 1 if quick else 4
     if args.setup_samples is None:
         args.setup_samples = 1 if quick else 10
     if args.profile_seconds is None:
@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
 
     log("starting PostgreSQL")
     cluster = PostgresCluster(name="bench", settings={"max_connections": "200"})
-    cluster.start()
     micro: MicroResults | None = None
     setup: SetupResults | None = None
     e2e: E2EResults | None = None
@@ -143,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     connections: dict[str, tuple[int | None, int | None]] = {}
     specs = [s for s in cs.SPECS if s.key in args.contestant_keys]
     try:
+        cluster.start()
         conninfo = cluster.conninfo()
         server = _server_version(conninfo)
         ours_installed = importlib.util.find_spec("pooled_clients.backends.postgres") is not None

@@ -109,6 +109,9 @@ def parse_wrk(output: str) -> WrkRun:
 
 
 def _wrk(url: str, connections: int, seconds: int) -> WrkRun:
+    # Every request on a new connection, as behind a proxy that does not keep connections to
+    # gunicorn alive (nginx's default). With keep-alive, wrk's few long-lived connections land
+    # unevenly on the workers (often all on one) and the result flips between two modes.
     cmd = [
         "wrk",
         "-t",
@@ -120,6 +123,8 @@ def _wrk(url: str, connections: int, seconds: int) -> WrkRun:
         "--timeout",
         "10s",
         "--latency",
+        "-H",
+        "Connection: close",
         url,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)

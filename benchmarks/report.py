@@ -243,7 +243,9 @@ def _e2e_section(e: E2EResults) -> list[str]:
         "",
         f"`benchmarks/e2e_site` under gunicorn (`gthread` worker class, {e.workers} workers x "
         f"{e.threads} threads, no preload; each pool and Django's pool sized {e.threads} per "
-        f"worker), hit by `wrk -t 1 -c {e.connections}` for {e.duration} s per view, "
+        f"worker), hit by `wrk -t 1 -c {e.connections} -H 'Connection: close'` for {e.duration} s "
+        "per view (a new connection per request, as behind a proxy that does not keep them "
+        "alive; kept-alive connections spread unevenly over the workers), "
         f"{e.rounds} interleaved rounds after a warm-up; median requests/s. Every view runs "
         "one `SELECT 1` or one GET of a small JSON document from a local upstream.",
         "",

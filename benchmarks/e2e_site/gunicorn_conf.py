@@ -4,7 +4,6 @@ import contextlib
 import os
 
 worker_class = "gthread"
-keepalive = 5
 accesslog = None
 loglevel = "warning"
 

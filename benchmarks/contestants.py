@@ -12,6 +12,7 @@ import operator
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -87,6 +88,59 @@ def build_floor(conninfo: str, application_name: str) -> Contestant:
     connect = _connector(conninfo, application_name)
     pool = FloorPool(connect() for _ in range(POOL_SIZE))
     return Contestant("floor", "floor", pool.acquire, pool.release, pool.close, application_name)
+
+
+# --- fair floor: FIFO hand-off, no barging ---------------------------------------------------
+
+
+class FairFloorPool:
+    """The least a *fair* blocking pool can do: one Lock, a list and a FIFO of waiters.
+
+    A release with callers waiting hands the connection straight to the oldest of them, so a
+    thread that just released cannot take it back ahead of them (the plain floor lets it).
+    """
+
+    def __init__(self, conns: Iterable[Any]) -> None:
+        self._items = list(conns)
+        self._all = list(self._items)
+        self._lock = threading.Lock()
+        self._waiters: deque[list[Any]] = deque()
+
+    def acquire(self) -> Any:
+        with self._lock:
+            if self._items and not self._waiters:
+                return self._items.pop()
+            gate = threading.Lock()
+            gate.acquire()
+            waiter: list[Any] = [gate, None]
+            self._waiters.append(waiter)
+        gate.acquire()
+        return waiter[1]
+
+    def release(self, conn: Any) -> None:
+        with self._lock:
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                waiter[1] = conn
+                waiter[0].release()
+            else:
+                self._items.append(conn)
+
+    def close(self) -> None:
+        _close_all(self._all)
+
+
+def build_fair_floor(conninfo: str, application_name: str) -> Contestant:
+    connect = _connector(conninfo, application_name)
+    pool = FairFloorPool(connect() for _ in range(POOL_SIZE))
+    return Contestant(
+        "fair_floor",
+        "floor, FIFO hand-off",
+        pool.acquire,
+        pool.release,
+        pool.close,
+        application_name,
+    )
 
 
 # --- queue.LifoQueue ---------------------------------------------------------------------------
@@ -312,6 +366,14 @@ OURS = "pooled_clients"
 
 SPECS: list[Spec] = [
     Spec("floor", "floor", build_floor, "one threading.Condition guarding a list"),
+    Spec(
+        "fair_floor",
+        "floor, FIFO hand-off",
+        build_fair_floor,
+        "a reference, not a target: one Lock, a list and a FIFO of waiters; a release hands the "
+        "connection straight to the oldest waiter, so the releasing thread cannot barge ahead "
+        "of them as it can with the floor",
+    ),
     Spec("lifoqueue", "queue.LifoQueue", build_lifoqueue, "queue.LifoQueue get()/put()"),
     Spec(
         "psycopg_pool",

@@ -105,6 +105,20 @@ def _targets(run: Run) -> list[list[str]]:
         ]
     )
 
+    fair = [
+        (t, ratio("select1", t, OURS, "fair_floor"))
+        for t in (1, 16)
+        if m is not None and t in m.thread_counts and "fair_floor" in m.contestants
+    ]
+    if fair:
+        rows.append(
+            [
+                "(reference) SELECT 1 at 1 and 16 threads against the FIFO hand-off floor",
+                ", ".join(f"{_threads_label(t)}: {_x(r)}" for t, r in fair),
+                "information",
+            ]
+        )
+
     e = run.e2e
     vs_django = e.ratio("db_pooled_clients", "db_django") if e else None
     vs_connect = e.ratio("db_pooled_clients", "db_connect") if e else None

@@ -61,7 +61,19 @@ def git_revision() -> str:
         )
     except OSError:
         return ""
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    if proc.returncode != 0:
+        return ""
+    revision = proc.stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "pooled_clients"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if dirty.stdout.strip():
+        revision += " (with uncommitted changes to pooled_clients/)"
+    return revision
 
 
 def load_average() -> str:

@@ -390,7 +390,8 @@ def render(run: Run) -> str:
         f"- Command: `{run.command}`",
     ]
     if run.revision:
-        out.append(f"- Revision: `{run.revision}`")
+        rev, _, rest = run.revision.partition(" ")
+        out.append(f"- Revision: `{rev}`" + (f" {rest}" if rest else ""))
     out.append(f"- Wall time: {run.wall_seconds:.0f} s")
     if run.micro:
         out.append(

@@ -125,7 +125,7 @@ class _Entry(Generic[T]):
 class _Waiter:
     """A thread waiting for a client; served first come, first served."""
 
-    __slots__ = ("entry", "error", "lock", "since", "thread")
+    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "since", "thread")
 
     def __init__(self, now: float) -> None:
         self.lock = threading.Lock()
@@ -134,6 +134,10 @@ class _Waiter:
         self.error: BaseException | None = None
         self.since = now
         self.thread = _get_ident()
+        # Where the caller acquires from, so that a hand-off can complete its lease.
+        self.code: CodeType | None = None
+        self.lasti = 0
+        self.leased = False
 
     def deliver(self, entry: _Entry[Any]) -> bool:
         """Hand ``entry`` over (pool lock held). False if this waiter can no longer take it."""
@@ -371,16 +375,19 @@ class Pool(Generic[T]):
         if not self._started:
             self._start()
         while True:
-            entry, waiter, spawn = self._take_or_wait(start, deadline, _Waiter)
+            entry, waiter, spawn = self._take_or_wait(start, deadline, _Waiter, frame)
             if spawn:
                 self._spawn_creator(probe=spawn == "probe")
             if waiter is not None:
                 entry = self._wait(waiter, deadline, timeout)
+                if waiter.leased:
+                    return entry.client
             assert entry is not None
             if self._validate(entry, _monotonic(), start, deadline):
                 return self._lease(entry, frame, start)
 
-    def _take_or_wait(self, start: float, deadline: float, waiter_type: type[_W]
+    def _take_or_wait(self, start: float, deadline: float, waiter_type: type[_W],
+                      frame: FrameType | None = None
                       ) -> tuple[_Entry[T] | None, _W | None, str | None]:
         """Under the lock: take an idle client, or queue a waiter (starting a creation)."""
         with self._lock:
@@ -406,19 +413,22 @@ class Pool(Generic[T]):
                 self._size += 1
                 self._creating += 1
             waiter = waiter_type(start)
+            if frame is not None and isinstance(waiter, _Waiter):
+                waiter.code = frame.f_code
+                waiter.lasti = frame.f_lasti
             self._waiters.append(waiter)
             return None, waiter, spawn
 
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> _Entry[T]:
         remaining = deadline - _monotonic()
-        if remaining > 0:
-            waiter.lock.acquire(timeout=remaining)
-        with self._lock:
-            if waiter.entry is None and waiter.error is None:
-                self._waiters.remove(waiter)
-                self._timeouts += 1
-                error = self._timeout_error(waiter, timeout)
-                raise error
+        # deliver() and fail() set the outcome before releasing the waiter's lock, so only a
+        # waiter that timed out needs the pool lock (to leave the queue, or find it served).
+        if remaining <= 0 or not waiter.lock.acquire(timeout=remaining):
+            with self._lock:
+                if waiter.entry is None and waiter.error is None:
+                    self._waiters.remove(waiter)
+                    self._timeouts += 1
+                    raise self._timeout_error(waiter, timeout)
         if waiter.error is not None:
             raise waiter.error
         assert waiter.entry is not None
@@ -461,9 +471,7 @@ class Pool(Generic[T]):
         if entry.expires <= now or stale:
             self._discard(entry, broken=False)
             return False
-        needs_check = self._check_always or (
-            not self._check_never and now - entry.last_used > self._check_idle_after
-        )
+        needs_check = now - entry.last_used > self._check_window
         # A check made since the acquire began counts, unless someone used the client after it.
         if not needs_check or (entry.checked_at >= start
                                and entry.checked_at >= entry.last_used):
@@ -592,10 +600,31 @@ class Pool(Generic[T]):
             return True
 
     def _handoff_locked(self, entry: _Entry[T]) -> bool:
-        """(lock held) Give ``entry`` to the first waiter that can take it."""
+        """(lock held) Give ``entry`` to the first waiter that can take it.
+
+        A waiting thread's checkout is completed here when the client needs no check (the
+        same test as :meth:`_validate`), so the woken thread returns at once instead of
+        queueing for the pool lock again.
+        """
         waiters = self._waiters
         while waiters:
-            if waiters.popleft().deliver(entry):
+            waiter = waiters.popleft()
+            if type(waiter) is _Waiter and waiter.code is not None and self._fast_leases:
+                now = _monotonic()
+                if entry.expires > now and entry.created >= self._stale_before and (
+                    now - entry.last_used <= self._check_window
+                    or entry.checked_at >= max(waiter.since, entry.last_used)
+                ):
+                    self._in_use[entry.key] = entry
+                    entry.lease_thread = waiter.thread
+                    entry.lease_since = now
+                    entry.lease_code = waiter.code
+                    entry.lease_lasti = waiter.lasti
+                    entry.leak_reported = False
+                    self._acquired += 1
+                    self._waits.add(now - waiter.since, self._acquired)
+                    waiter.leased = True
+            if waiter.deliver(entry):
                 return True
         return False
 

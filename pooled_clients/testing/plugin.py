@@ -34,13 +34,13 @@ def pooled_clients_settings() -> Iterator[Callable[[str, dict[str, Any]], None]]
         current[alias] = definition
         override = override_settings(POOLED_CLIENTS=current)
         override.enable()
-        overrides.append((override, settings._wrapped))
+        overrides.append((override, settings.__dict__["_wrapped"]))
 
     try:
         yield configure
     finally:
         for override, holder in reversed(overrides):
-            if settings._wrapped is holder:
+            if settings.__dict__["_wrapped"] is holder:
                 override.disable()
             else:
                 # An @override_settings around the test ended first and already put the

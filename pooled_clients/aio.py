@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
@@ -168,7 +169,17 @@ async def acquire(pool: Pool[T], timeout: float | None, frame: FrameType) -> T:
     if isinstance(pool, AsyncPool):
         leased: T = await pool._aacquire(timeout, frame)
         return leased
-    start = _monotonic()
+
+    async def validate(entry: _Entry[Any], start: float, deadline: float) -> bool:
+        return await _validate_sync_client(pool, entry, start, deadline)
+
+    return await _acquire_loop(pool, timeout, frame, _monotonic(), validate)
+
+
+async def _acquire_loop(pool: Pool[T], timeout: float | None, frame: FrameType, start: float,
+                        validate: Callable[[_Entry[Any], float, float], Awaitable[bool]]) -> T:
+    """Take an idle client or wait on the event loop for one, until ``validate`` accepts it:
+    the async twin of ``Pool._slow_checkout``, shared by sync and async pools."""
     if pool._pid != os.getpid():
         pool._after_fork_in_child()
     if timeout is None:
@@ -183,7 +194,7 @@ async def acquire(pool: Pool[T], timeout: float | None, frame: FrameType) -> T:
         if waiter is not None:
             entry = await _wait_for_entry(pool, waiter, deadline, timeout)
         assert entry is not None
-        if await _validate_sync_client(pool, entry, start, deadline):
+        if await validate(entry, start, deadline):
             client: T = pool._lease(entry, frame, start)
             return client
 
@@ -329,22 +340,11 @@ class AsyncPool(Pool[T]):
         start = _monotonic()
         loop = asyncio.get_running_loop()
         self._last_loop = loop
-        if self._pid != os.getpid():
-            self._after_fork_in_child()
-        if timeout is None:
-            timeout = self.settings.timeout
-        deadline = start + timeout
-        if not self._started:
-            self._start()
-        while True:
-            entry, waiter, spawn = self._take_or_wait(start, deadline, _AsyncWaiter)
-            if spawn:
-                self._spawn_creator(probe=spawn == "probe")
-            if waiter is not None:
-                entry = await _wait_for_entry(self, waiter, deadline, timeout)
-            assert entry is not None
-            if await self._avalidate(entry, loop, start, deadline):
-                return self._lease(entry, frame, start)
+
+        async def validate(entry: _Entry[Any], start: float, deadline: float) -> bool:
+            return await self._avalidate(entry, loop, start, deadline)
+
+        return await _acquire_loop(self, timeout, frame, start, validate)
 
     async def _avalidate(self, entry: _Entry[T], loop: asyncio.AbstractEventLoop, start: float,
                          deadline: float) -> bool:

@@ -38,7 +38,6 @@ from pooled_clients.exceptions import ClientCreationError, PoolClosed, PoolError
 from pooled_clients.masking import mask_exception
 from pooled_clients.pool import (
     _ABANDONED,
-    _CLOSING,
     _OPEN,
     Pool,
     PoolSettings,
@@ -401,39 +400,12 @@ class AsyncPool(Pool[T]):
                                                  self.settings.connect_timeout))
             except asyncio.CancelledError:
                 # Interrupted mid-reset: the client's state is unknown, so it goes.
-                self._finish_release(entry, key, False, False, exc)
+                self._finish_release(entry, False, False, exc)
                 raise
             except Exception as error:
                 exc = exc or error
         broken = not ok and self._is_broken(client)
-        self._finish_release(entry, key, ok, broken, exc)
-
-    def _finish_release(self, entry: _Entry[T], key: int, ok: bool, broken: bool,
-                        exc: BaseException | None) -> None:
-        now = _monotonic()
-        with self._lock:
-            if self._in_use.pop(key, None) is not entry:
-                raise PoolError(f"Pool {self.alias!r}: client released twice.")
-            self._released += 1
-            entry.last_used = now
-            entry.lease_thread = 0
-            entry.lease_stack = None
-            if broken:
-                self._errors += 1
-                self._record_error_locked(exc, now)
-                self._purge_stale_locked(now)
-            if ok and entry.expires > now and self._state is _OPEN:
-                if not (self._waiters and self._handoff_locked(entry)):
-                    self._idle.append(entry)
-                return
-            self._size -= 1
-            self._closed += 1
-            if self._state is _CLOSING and not self._in_use:
-                self._drained.notify_all()
-        self._close_client(entry)
-        if broken:
-            self._log_failure("Discarded a broken client of pool %r: %s", exc)
-        self._after_shrink()
+        self._finish_release(entry, ok, broken, exc)
 
     # ------------------------------------------------------------------ creation
 

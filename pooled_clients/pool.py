@@ -563,7 +563,12 @@ class Pool(Generic[T]):
                 ok = self.backend.reset(entry.client)
             except Exception as error:
                 exc = exc or error
-        broken = not ok and self._is_broken(entry.client)
+        self._finish_release(entry, ok, not ok and self._is_broken(entry.client), exc)
+
+    def _finish_release(self, entry: _Entry[T], ok: bool, broken: bool,
+                        exc: BaseException | None) -> None:
+        """Take back a reset (``ok``) client for a waiter or the idle list, or close it;
+        a ``broken`` one also counts as an error and condemns the older idle clients."""
         now = _monotonic()
         with self._lock:
             if self._in_use.pop(entry.key, None) is not entry:

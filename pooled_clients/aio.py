@@ -364,12 +364,8 @@ class AsyncPool(Pool[T]):
             self._discard(entry, broken=False)  # interrupted mid-check: state unknown
             raise
         except Exception as exc:
-            with self._lock:
-                self._check_failures += 1
-                self._record_error_locked(exc, now)
-                self._purge_stale_locked(now)
-            self._discard(entry, broken=True)
-            self._log_failure("Discarded a client of pool %r that failed its check: %s", exc)
+            self._check_failed(entry, exc, now,
+                               "Discarded a client of pool %r that failed its check: %s")
             return False
         entry.checked_at = now
         return True
@@ -600,12 +596,8 @@ class AsyncPool(Pool[T]):
             self._discard(entry, broken=False)
             raise
         except Exception as exc:
-            with self._lock:
-                self._check_failures += 1
-                self._record_error_locked(exc, now)
-                self._purge_stale_locked(now)
-            self._discard(entry, broken=True)
-            self._log_failure("Keepalive check failed for a client of pool %r: %s", exc)
+            self._check_failed(entry, exc, now,
+                               "Keepalive check failed for a client of pool %r: %s")
             return
         entry.checked_at = now
         _return_taken(self, entry)

@@ -482,17 +482,24 @@ class Pool(Generic[T]):
             with deadline_scope(limit if deadline is None else min(limit, deadline)):
                 self.backend.check(entry.client)
         except Exception as exc:
-            with self._lock:
-                self._check_failures += 1
-                self._record_error_locked(exc, now)
-                # The service probably restarted: every idle client older than this one
-                # is presumed dead too, instead of being tested one by one.
-                self._purge_stale_locked(now)
-            self._discard(entry, broken=True)
-            self._log_failure("Discarded a client of pool %r that failed its check: %s", exc)
+            self._check_failed(entry, exc, now, "Discarded a client of pool %r that failed "
+                                                "its check: %s")
             return False
         entry.checked_at = now
         return True
+
+    def _check_failed(self, entry: _Entry[T], exc: BaseException, now: float,
+                      message: str) -> None:
+        """Count a failed check, condemn the idle clients older than ``now``, discard
+        ``entry`` and log ``message`` (with the alias and the masked error)."""
+        with self._lock:
+            self._check_failures += 1
+            self._record_error_locked(exc, now)
+            # The service probably restarted: every idle client older than this one is
+            # presumed dead too, instead of being tested one by one.
+            self._purge_stale_locked(now)
+        self._discard(entry, broken=True)
+        self._log_failure(message, exc)
 
     def _lease(self, entry: _Entry[T], frame: FrameType, start: float) -> T:
         now = _monotonic()
@@ -892,12 +899,8 @@ class Pool(Generic[T]):
             with deadline_scope(now + self.settings.connect_timeout):
                 self.backend.check(entry.client)
         except Exception as exc:
-            with self._lock:
-                self._check_failures += 1
-                self._record_error_locked(exc, now)
-                self._purge_stale_locked(now)
-            self._discard(entry, broken=True)
-            self._log_failure("Keepalive check failed for a client of pool %r: %s", exc)
+            self._check_failed(entry, exc, now, "Keepalive check failed for a client of pool "
+                                                "%r: %s")
             return
         entry.checked_at = now
         with self._lock:

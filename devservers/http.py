@@ -25,9 +25,10 @@ import threading
 import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from devservers.service import Service
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -136,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-class UpstreamServer:
+class UpstreamServer(Service):
     """A threaded HTTP/1.1 server on 127.0.0.1 for exercising HTTP clients against a real socket."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -203,17 +204,6 @@ class UpstreamServer:
         finally:
             self.stop()
 
-    def __enter__(self) -> UpstreamServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- behaviour and counters ------------------------------------------------------------
 

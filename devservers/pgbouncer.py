@@ -12,7 +12,6 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +23,7 @@ from devservers.postgres import (
     pid_alive,
     run_as_service_user,
 )
+from devservers.service import Service
 
 PGBOUNCER_PATHS = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 
@@ -50,7 +50,7 @@ def _stop_leftovers() -> None:
 atexit.register(_stop_leftovers)
 
 
-class PgBouncer:
+class PgBouncer(Service):
     """A private PgBouncer on 127.0.0.1 routing every database to ``cluster``.
 
     Clients authenticate with scram-sha-256 against a userlist holding role ``app``; ``app`` is
@@ -158,17 +158,6 @@ class PgBouncer:
         """True while the daemon we started is alive."""
         return self._pid is not None and pid_alive(self._pid)
 
-    def __enter__(self) -> PgBouncer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- connecting ------------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 from devservers.ports import free_port
+from devservers.service import Service
 
 SERVICE_USER = "postgres"
 APP_USER = "app"
@@ -142,7 +142,7 @@ def _stop_leftovers() -> None:
 atexit.register(_stop_leftovers)
 
 
-class PostgresCluster:
+class PostgresCluster(Service):
     """A disposable PostgreSQL cluster on 127.0.0.1.
 
     The superuser (``postgres``) is trusted on 127.0.0.1 and the unix socket; role ``app``
@@ -200,6 +200,10 @@ class PostgresCluster:
         with self._lock:
             self.stop(mode)
             self.start()
+
+    def close(self) -> None:
+        """Leaving ``with``: stop and remove the cluster."""
+        self.destroy()
 
     def destroy(self) -> None:
         """Stop the server (immediately if a fast stop fails) and remove all its files."""
@@ -281,20 +285,6 @@ class PostgresCluster:
             return self.logfile.read_text(errors="replace")
         except OSError:
             return ""
-
-    # -- context manager -------------------------------------------------------------------
-
-    def __enter__(self) -> PostgresCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         return f"<PostgresCluster {self.name!r} {self.host}:{self.port} datadir={self.datadir}>"

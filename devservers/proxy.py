@@ -8,7 +8,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
+
+from devservers.service import Service
 
 
 def _close_quietly(sock: socket.socket, *, reset: bool = False) -> None:
@@ -40,7 +41,7 @@ class _Pair:
         _close_quietly(self.upstream, reset=reset)
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """Forward 127.0.0.1:``port`` to ``target_host:target_port``, with injectable faults.
 
     - :meth:`pause` keeps accepting and keeps sockets open but forwards nothing (a black hole);
@@ -102,17 +103,6 @@ class FaultProxy:
             thread.join(timeout=1)
         self._threads.clear()
 
-    def __enter__(self) -> FaultProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- faults ----------------------------------------------------------------------------
 

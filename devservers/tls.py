@@ -11,12 +11,13 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devservers.service import Service
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def make_certificates(
     return certs
 
 
-class EchoServer:
+class EchoServer(Service):
     """A threaded TCP echo server on 127.0.0.1, speaking TLS when given a server context."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
@@ -252,17 +253,6 @@ class EchoServer:
         with self._lock:
             return len(self._clients)
 
-    def __enter__(self) -> EchoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<EchoServer {self.host}:{self.port} tls={self.tls is not None}>"

@@ -58,6 +58,7 @@ ERROR_IDS: dict[str, str] = {
     "pooled_clients.E013": "ENDPOINTS is malformed (not a non-empty dict of name -> definition).",
     "pooled_clients.E014": "An endpoint definition has an unknown key.",
     "pooled_clients.E015": "TOTAL_MAX_SIZE or ROUTING is set on a pool without ENDPOINTS.",
+    "pooled_clients.E016": "ENDPOINTS is set on a pool whose BACKEND is async.",
     "pooled_clients.E020": "A process-wide POOLED_CLIENTS_* setting is unknown or has a bad value.",
 }
 
@@ -305,6 +306,11 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
     else:
         endpoint_problems, option_sets = _validate_endpoints(alias, merged)
         problems.extend(endpoint_problems)
+        if backend_cls is not None and backend_cls.is_async:
+            problems.append(Problem("pooled_clients.E016",
+                                    f"POOLED_CLIENTS[{alias!r}]['ENDPOINTS'] is not supported "
+                                    f"with the async backend {definition['BACKEND']!r}; "
+                                    "expected one pool per endpoint."))
     assert backend_cls is not None
     for where, options in option_sets:
         for message in backend_cls.check_options(options):

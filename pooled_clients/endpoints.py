@@ -294,12 +294,7 @@ class EndpointPool(Pool[T]):
     @classmethod
     def from_definition(cls, definition: PoolDefinition) -> EndpointPool[Any]:
         """Build the pool and one sub-pool per endpoint from a parsed definition."""
-        if definition.backend_class.is_async:
-            from django.core.exceptions import ImproperlyConfigured
-
-            raise ImproperlyConfigured(
-                f"POOLED_CLIENTS[{definition.alias!r}]: ENDPOINTS are not supported with an "
-                f"async backend ({definition.backend_path}); define one pool per endpoint.")
+        # An async backend with ENDPOINTS never gets here: parsing rejects it (E016).
         group = _Group(definition.total_max_size)
         for spec in definition.endpoints:
             backend = definition.backend_class(definition.alias, spec.options)

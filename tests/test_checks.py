@@ -51,6 +51,9 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("pooled_clients.E013", {"x": {**GOOD_HTTP, "ENDPOINTS": ["a"]}}, {}),
     ("pooled_clients.E014", {"x": {**GOOD_HTTP, "ENDPOINTS": {"a": {"OPTONS": {}}}}}, {}),
     ("pooled_clients.E015", {"x": {**GOOD_HTTP, "ROUTING": "round_robin"}}, {}),
+    ("pooled_clients.E016", {"x": {"BACKEND": "pooled_clients.backends.postgres."
+                                   "AsyncPostgresBackend", "OPTIONS": {},
+                                   "ENDPOINTS": {"a": {}, "b": {}}}}, {}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHUTDOWN_TIMEOUT": -1}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHUTDOWN_TIMEUOT": 1}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHARED_STATUS": "redis"}),

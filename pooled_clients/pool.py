@@ -595,8 +595,7 @@ class Pool(Generic[T]):
                 return
             self._size -= 1
             self._closed += 1
-            if self._state is _CLOSING and not self._in_use:
-                self._drained.notify_all()
+            self._notify_if_drained_locked()
         self._close_client(entry)
         if broken:
             self._log_failure("Discarded a broken client of pool %r: %s", exc)
@@ -764,6 +763,7 @@ class Pool(Generic[T]):
                 self._size -= 1
                 self._closed += 1
                 spawn_more = close = True
+                self._notify_if_drained_locked()
         if close:
             self._close_client(entry)
         elif spawn_more:
@@ -776,6 +776,7 @@ class Pool(Generic[T]):
             self._size -= 1
             self._probing = False
             if self._state is not _OPEN:
+                self._notify_if_drained_locked()
                 return
             self._consecutive_failures += 1
             if not self._failing:
@@ -924,7 +925,8 @@ class Pool(Generic[T]):
     # ------------------------------------------------------------------ close / retire / fork
 
     def close(self, timeout: float = 5.0) -> None:
-        """Wait up to ``timeout`` for clients in use, then close everything.
+        """Wait up to ``timeout`` for clients in use (and creations in flight), then close
+        everything.
 
         Later acquires raise :class:`PoolClosed`. Safe to call more than once.
         """
@@ -946,13 +948,19 @@ class Pool(Generic[T]):
         for entry in idle:
             self._close_client(entry)
 
+    def _notify_if_drained_locked(self) -> None:
+        """(lock held) Wake :meth:`finish_close` once nothing is in use or being created."""
+        if self._state is _CLOSING and not self._in_use and not self._creating:
+            self._drained.notify_all()
+
     def finish_close(self, deadline: float) -> None:
-        """Second half of :meth:`close`: wait for clients in use until ``deadline``
-        (monotonic), then close what is left."""
+        """Second half of :meth:`close`: wait for clients in use and creations in flight
+        until ``deadline`` (monotonic), then close what is left."""
         with self._lock:
             if self._state is _CLOSED:
                 return
-            while self._in_use:
+            # Creations in flight are waited for too: none may open a client after close().
+            while self._in_use or self._creating:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
                     break

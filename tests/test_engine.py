@@ -483,3 +483,15 @@ def test_stats_as_dict_is_json_ready() -> None:
     json.dumps(data)
     assert data["in_use"] == 1 and data["leases"][0]["thread"] == "MainThread"
     pool.release(client)
+
+
+def test_close_waits_for_a_creation_in_flight_and_closes_its_client() -> None:
+    pool, backend = make_pool(timeout=0.05)
+    backend.create_delay = 0.3
+    with pytest.raises(PoolTimeout):
+        pool.acquire()  # gives up; the creation goes on in the background
+    assert pool.stats().creating == 1
+    pool.close(timeout=5)
+    stats = pool.stats()
+    assert (stats.size, stats.creating, stats.idle) == (0, 0, 0)
+    assert len(backend.created) == 1 and backend.created[0].closed

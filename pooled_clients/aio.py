@@ -179,13 +179,10 @@ async def _acquire_loop(pool: Pool[T], timeout: float | None, frame: FrameType, 
                         validate: Callable[[_Entry[Any], float, float], Awaitable[bool]]) -> T:
     """Take an idle client or wait on the event loop for one, until ``validate`` accepts it:
     the async twin of ``Pool._slow_checkout``, shared by sync and async pools."""
-    if pool._pid != os.getpid():
-        pool._after_fork_in_child()
+    pool._enter_slow_path()
     if timeout is None:
         timeout = pool.settings.timeout
     deadline = start + timeout
-    if not pool._started:
-        pool._start()
     while True:
         entry, waiter, spawn = pool._take_or_wait(start, deadline, _AsyncWaiter)
         if spawn:

@@ -374,10 +374,7 @@ class EndpointPool(Pool[T]):
                                endpoint: str | None) -> tuple[T, EndpointSubpool[T]]:
         from pooled_clients.aio import acquire
 
-        if self._pid != os.getpid():
-            self._after_fork_in_child()
-        if not self._started:
-            self._start()
+        self._enter_slow_path()
         if endpoint is not None:
             sub = self.subpool(endpoint)
             return await acquire(sub, timeout, frame), sub
@@ -403,10 +400,7 @@ class EndpointPool(Pool[T]):
 
     def _route_checkout(self, timeout: float | None, frame: FrameType,
                         endpoint: str | None) -> tuple[T, EndpointSubpool[T]]:
-        if self._pid != os.getpid():
-            self._after_fork_in_child()
-        if not self._started:
-            self._start()
+        self._enter_slow_path()
         if endpoint is not None:
             sub = self.subpool(endpoint)
             return sub._checkout(timeout, frame), sub

@@ -365,15 +365,19 @@ class Pool(Generic[T]):
                     return entry.client
         return self._slow_checkout(timeout, frame, now)
 
-    def _slow_checkout(self, timeout: float | None, frame: FrameType, start: float) -> T:
+    def _enter_slow_path(self) -> None:
+        """What every acquire that cannot take the fast path does first: notice a fork the
+        at-fork hook did not see (uWSGI without py-call-osafterfork), and start upkeep."""
         if self._pid != os.getpid():
-            # A fork the at-fork hook did not see (uWSGI without py-call-osafterfork).
             self._after_fork_in_child()
+        if not self._started:
+            self._start()
+
+    def _slow_checkout(self, timeout: float | None, frame: FrameType, start: float) -> T:
+        self._enter_slow_path()
         if timeout is None:
             timeout = self.settings.timeout
         deadline = start + timeout
-        if not self._started:
-            self._start()
         while True:
             entry, waiter, spawn = self._take_or_wait(start, deadline, _Waiter, frame)
             if spawn:

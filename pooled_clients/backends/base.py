@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ClientBackend", "time_left"]
+__all__ = ["ClientBackend", "time_left", "unknown_options"]
 
 _deadline = threading.local()
 
@@ -25,6 +25,12 @@ def time_left(default: float) -> float:
     if deadline is None:
         return default
     return max(0.0, min(default, deadline - time.monotonic()))
+
+
+def unknown_options(options: Mapping[str, Any], known: tuple[str, ...]) -> list[str]:
+    """One problem per option name not in ``known`` (for ``check_options``)."""
+    return [f"unknown option {name!r}; expected one of {', '.join(known)}."
+            for name in options if name not in known]
 
 
 class _DeadlineScope:

@@ -18,7 +18,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from pooled_clients.backends.base import ClientBackend, time_left
+from pooled_clients.backends.base import ClientBackend, time_left, unknown_options
 from pooled_clients.masking import mask_url
 from pooled_clients.stats import WaitWindow
 
@@ -143,11 +143,7 @@ class HTTPBackend(ClientBackend[PooledSession]):
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
         """Every problem with the HTTP OPTIONS, without any network I/O."""
-        problems = []
-        for name in options:
-            if name not in OPTION_NAMES:
-                problems.append(f"unknown option {name!r}; expected one of "
-                                f"{', '.join(OPTION_NAMES)}.")
+        problems = unknown_options(options, OPTION_NAMES)
         base_url = options.get("base_url")
         if not isinstance(base_url, str) or not base_url:
             problems.append("'base_url' is required; expected an http:// or https:// URL.")

@@ -37,6 +37,30 @@ def _connect_params(options: Mapping[str, Any]) -> tuple[str, dict[str, Any], di
     return conninfo, libpq, own
 
 
+def _is_lost(client: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """True when the connection was lost (not when it was merely returned mid-query)."""
+    return bool(client.broken or client.closed)
+
+
+def _can_roll_back(client: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+                   status: int, rollback_status: tuple[int, ...]) -> bool:
+    """For a connection released outside IDLE: True when a rollback can make it reusable;
+    False when it must be discarded (lost, mid-query or in an unknown state)."""
+    return not _is_lost(client) and status in rollback_status
+
+
+def _require_idle(client: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Raise unless the connection is open and outside any transaction (before a check)."""
+    import psycopg
+
+    if _is_lost(client):
+        raise psycopg.OperationalError("the connection is closed")
+    status = client.pgconn.transaction_status
+    if status != psycopg.pq.TransactionStatus.IDLE:
+        state = psycopg.pq.TransactionStatus(status).name
+        raise psycopg.OperationalError(f"the connection is not idle ({state})")
+
+
 class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
     """A pool of ``psycopg.Connection`` objects.
 
@@ -107,32 +131,24 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     def is_broken(self, client: psycopg.Connection[Any]) -> bool:
         """True when the connection was lost (not when it was merely returned mid-query)."""
-        return bool(client.broken or client.closed)
+        return _is_lost(client)
 
     def reset(self, client: psycopg.Connection[Any]) -> bool:
         """Roll back an open or failed transaction; False discards the connection."""
         status = client.pgconn.transaction_status
         if status == self._idle_status:
-            # libpq reports IDLE only on a good connection: nothing more to look at.
-            return True
-        if client.closed or client.broken:
+            return True  # libpq reports IDLE only on a good connection
+        if not _can_roll_back(client, status, self._rollback_status):
             return False
-        if status in self._rollback_status:
-            try:
-                self._round_trip(client, b"ROLLBACK", time_left(self._connect_timeout))
-            except Exception:
-                return False
-            return client.pgconn.transaction_status == self._idle_status
-        return False  # ACTIVE (mid-query) or UNKNOWN (broken)
+        try:
+            self._round_trip(client, b"ROLLBACK", time_left(self._connect_timeout))
+        except Exception:
+            return False
+        return client.pgconn.transaction_status == self._idle_status
 
     def check(self, client: psycopg.Connection[Any]) -> None:
         """A ``SELECT 1`` round trip, bounded by the time left (never a hang)."""
-        if client.closed or client.broken:
-            raise self._psycopg.OperationalError("the connection is closed")
-        status = client.pgconn.transaction_status
-        if status != self._idle_status:
-            state = self._psycopg.pq.TransactionStatus(status).name
-            raise self._psycopg.OperationalError(f"the connection is not idle ({state})")
+        _require_idle(client)
         self._round_trip(client, b"SELECT 1", time_left(self._connect_timeout))
 
     def _round_trip(self, client: psycopg.Connection[Any], query: bytes, timeout: float) -> None:
@@ -227,32 +243,24 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
 
     def is_broken(self, client: psycopg.AsyncConnection[Any]) -> bool:
         """True when the connection was lost."""
-        return bool(client.broken or client.closed)
+        return _is_lost(client)
 
     async def reset(self, client: psycopg.AsyncConnection[Any]) -> bool:  # type: ignore[override]
         """Roll back an open or failed transaction; False discards the connection."""
         status = client.pgconn.transaction_status
         if status == self._idle_status:
-            # libpq reports IDLE only on a good connection: nothing more to look at.
-            return True
-        if client.closed or client.broken:
+            return True  # libpq reports IDLE only on a good connection
+        if not _can_roll_back(client, status, self._rollback_status):
             return False
-        if status in self._rollback_status:
-            try:
-                await client.rollback()
-            except Exception:
-                return False
-            return bool(client.pgconn.transaction_status == self._idle_status)
-        return False  # ACTIVE (mid-query) or UNKNOWN (broken)
+        try:
+            await client.rollback()
+        except Exception:
+            return False
+        return bool(client.pgconn.transaction_status == self._idle_status)
 
     async def check(self, client: psycopg.AsyncConnection[Any]) -> None:  # type: ignore[override]
         """A ``SELECT 1`` round trip (the pool bounds it by the time left)."""
-        if client.closed or client.broken:
-            raise self._psycopg.OperationalError("the connection is closed")
-        status = client.pgconn.transaction_status
-        if status != self._idle_status:
-            state = self._psycopg.pq.TransactionStatus(status).name
-            raise self._psycopg.OperationalError(f"the connection is not idle ({state})")
+        _require_idle(client)
         await client.execute("SELECT 1")
         if client.pgconn.transaction_status != self._idle_status:
             await client.rollback()  # not autocommit: end the transaction the check began

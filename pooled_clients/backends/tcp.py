@@ -23,7 +23,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pooled_clients.backends.base import ClientBackend
+from pooled_clients.backends.base import ClientBackend, unknown_options
 
 __all__ = ["TCPBackend"]
 
@@ -67,11 +67,7 @@ class TCPBackend(ClientBackend[socket.socket]):
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
         """Every problem with the TCP OPTIONS, without any network or file I/O."""
-        problems = []
-        for name in options:
-            if name not in OPTION_NAMES:
-                problems.append(f"unknown option {name!r}; expected one of "
-                                f"{', '.join(OPTION_NAMES)}.")
+        problems = unknown_options(options, OPTION_NAMES)
         host = options.get("host")
         if not isinstance(host, str) or not host:
             problems.append("'host' is required; expected a host name or IP address.")

@@ -195,15 +195,25 @@ def test_browser_shows_live_numbers_and_saves_screenshots(
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.ID, "pc-status"))
 
+    # The page replaces its status section on every refresh, so each read
+    # happens inside one script call: an element found by one WebDriver
+    # command may be gone by the next.
+    def read(script: str) -> Any:
+        return browser.execute_script(script)
+
     def in_use() -> str:
-        return str(browser.find_element(
-            By.CSS_SELECTOR, 'section[data-alias="warehouse"] .pc-in-use').text)
+        return str(read(
+            "const e = document.querySelector("
+            "'section[data-alias=\"warehouse\"] .pc-in-use');"
+            "return e ? e.textContent.trim() : '';"))
 
     assert in_use() == "1"
-    assert held_client in browser.find_element(By.ID, "pc-status").text
+    assert held_client in read("return document.getElementById('pc-status').innerText;")
     # The stylesheet and script loaded (the page is styled and live).
-    bar = browser.find_element(By.CSS_SELECTOR, 'section[data-alias="warehouse"] .pc-bar')
-    assert bar.size["height"] > 5
+    bar_height = read(
+        "return document.querySelector('section[data-alias=\"warehouse\"] .pc-bar')"
+        ".getBoundingClientRect().height;")
+    assert bar_height > 5
     _save(browser, test_output_dir / "pool-status.png")
 
     browser.execute_script("window.__noReload = true;")
@@ -211,7 +221,7 @@ def test_browser_shows_live_numbers_and_saves_screenshots(
     try:
         WebDriverWait(browser, 15, poll_frequency=0.2).until(lambda d: in_use() == "2")
         assert browser.execute_script("return window.__noReload === true;")
-        assert int(browser.find_element(By.ID, "pc-root").get_attribute("data-refreshes")) >= 1
+        assert int(read("return document.getElementById('pc-root').dataset.refreshes;")) >= 1
     finally:
         pools["warehouse"].release(second)
     WebDriverWait(browser, 15, poll_frequency=0.2).until(lambda d: in_use() == "1")

@@ -3,8 +3,8 @@ pieces the server hooks share (:mod:`pooled_clients.gunicorn`, :mod:`pooled_clie
 Celery's ``worker_process_shutdown``).
 
 Shutdown never hangs exit: pools stop handing out clients at once, clients in use get one
-grace period in all (``POOLED_CLIENTS_SHUTDOWN_TIMEOUT``), and the maintenance thread (a
-daemon) gets a bounded join.
+grace period in all (``POOLED_CLIENTS_SHUTDOWN_TIMEOUT``), the maintenance thread (a
+daemon) gets a bounded join, and so does withdrawing the process's shared status entry.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ _child_exit_callbacks: list[Callable[[int], None]] = []
 
 #: Longest wait for the maintenance thread at shutdown.
 _MAINTENANCE_JOIN = 1.0
+#: Longest wait for this process's entry to leave the shared status store at shutdown.
+_WITHDRAW_JOIN = 2.0
 
 
 def install() -> None:
@@ -55,7 +58,8 @@ def install() -> None:
 def shutdown(timeout: float | None = None) -> None:
     """Close every pool of this process (at most once per process), waiting up to
     ``timeout`` seconds in all (default ``POOLED_CLIENTS_SHUTDOWN_TIMEOUT``) for clients in
-    use; never raises, never waits longer than that plus a bounded thread join."""
+    use; never raises, never waits longer than that plus two bounded thread joins (the
+    maintenance thread, and withdrawing this process's shared status entry)."""
     global _done_pid
     pid = os.getpid()
     with _lock:
@@ -87,6 +91,14 @@ def shutdown(timeout: float | None = None) -> None:
     except Exception:  # never turn a clean exit into a traceback
         logger.exception("Closing pools at shutdown failed")
     maintenance.stop(timeout=_MAINTENANCE_JOIN)
+    # Leave the all-workers page at once rather than after MAX_AGE (bounded; only in a
+    # process that published).
+    shared = sys.modules.get("pooled_clients.shared_status")
+    if shared is not None:
+        try:
+            shared.withdraw(timeout=_WITHDRAW_JOIN)
+        except Exception:
+            logger.exception("Withdrawing the shared status at shutdown failed")
     if closed:
         logger.debug("Closed %d pool(s) in process %d in %.3fs.", closed, pid,
                      time.monotonic() - start)

@@ -6,6 +6,7 @@ Redis, Memcached, the database or file cache; not ``LocMemCache``). Each serving
 publishes every ``POOLED_CLIENTS_SHARED_STATUS_INTERVAL`` seconds from the maintenance
 thread, starting with its first request; readers drop workers that have not published for
 ``POOLED_CLIENTS_SHARED_STATUS_MAX_AGE`` seconds (a SIGKILLed worker publishes nothing more).
+A process that shuts down cleanly withdraws its entry at once (:func:`withdraw`).
 When the setting is None nothing is connected, imported or written.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from pooled_clients import conf
 
-__all__ = ["enabled", "local_snapshot", "publish", "read", "start", "totals"]
+__all__ = ["enabled", "local_snapshot", "publish", "read", "start", "totals", "withdraw"]
 
 logger = logging.getLogger("pooled_clients")
 
@@ -148,6 +149,51 @@ def start() -> None:
     maintenance.add_periodic(JOB_NAME, _interval(), _publish_job)
 
 
+def withdraw(timeout: float = 2.0) -> bool:
+    """Stop publishing and delete this process's entry from the store, so that a worker
+    that exits cleanly (a restart, a reload, a scale-down) leaves the page at once instead
+    of after MAX_AGE.
+
+    Called by the shutdown hooks. A no-op in a process that never published. The store is
+    written from a daemon thread joined for at most ``timeout`` seconds, so an unreachable
+    database or cache never holds up the exit; then the entry simply ages out. True when
+    the entry is known to be gone.
+    """
+    global _started_pid
+    with _start_lock:
+        if _started_pid != os.getpid():
+            return False
+        _started_pid = 0
+    from pooled_clients import maintenance
+
+    maintenance.remove_periodic(JOB_NAME)
+    store = conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS")
+    if store is None:
+        return False
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            if store == "database":
+                _withdraw_database(_HOST, os.getpid())
+            else:
+                _withdraw_cache(store["CACHE"], _HOST, os.getpid())
+            done.set()
+        except Exception as exc:  # the entry ages out instead
+            from pooled_clients.masking import mask_exception
+
+            logger.warning("Could not withdraw the shared status of process %d: %s",
+                           os.getpid(), mask_exception(exc))
+
+    try:
+        thread = threading.Thread(target=run, name="pooled_clients-withdraw", daemon=True)
+        thread.start()
+    except RuntimeError:  # no new threads this late in interpreter shutdown
+        return False
+    thread.join(timeout)
+    return done.is_set()
+
+
 def on_request_started(**kwargs: Any) -> None:
     """``request_started`` receiver: the first request of a serving process starts publishing."""
     if _started_pid != os.getpid():
@@ -155,10 +201,13 @@ def on_request_started(**kwargs: Any) -> None:
 
 
 def _publish_job() -> None:
+    global _started_pid
     if not enabled():
         from pooled_clients import maintenance
 
         maintenance.remove_periodic(JOB_NAME)
+        with _start_lock:
+            _started_pid = 0  # turned on again later (tests), start() starts afresh
         return
     try:
         publish()
@@ -191,6 +240,17 @@ def _publish_database(snapshot: dict[str, Any]) -> None:
                                 ).delete()
 
 
+def _withdraw_database(host: str, pid: int) -> None:
+    from django.db import connections
+
+    from pooled_clients.models import WorkerStatus
+
+    try:
+        WorkerStatus.objects.filter(host=host, pid=pid).delete()
+    finally:
+        connections.close_all()  # this thread's connections
+
+
 def _read_database(oldest: float) -> list[dict[str, Any]]:
     from pooled_clients.models import WorkerStatus
 
@@ -217,6 +277,19 @@ def _publish_cache(alias: str, snapshot: dict[str, Any]) -> None:
         index = {key: at for key, at in index.items() if at >= now - max_age}
         index[name] = now
         cache.set(_INDEX_KEY, index, timeout=max_age * 10)
+
+
+def _withdraw_cache(alias: str, host: str, pid: int) -> None:
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    name = f"{host}:{pid}"
+    cache.delete(_KEY_PREFIX + name)
+    with _index_lock:
+        index = cache.get(_INDEX_KEY)
+        if isinstance(index, Mapping) and name in index:
+            cache.set(_INDEX_KEY, {k: v for k, v in index.items() if k != name},
+                      timeout=_max_age() * 10)
 
 
 def _read_cache(alias: str, oldest: float) -> list[dict[str, Any]]:

@@ -141,3 +141,73 @@ def test_three_gunicorn_workers_on_one_page_and_a_killed_one_ages_out(
             assert time.monotonic() - killed_at < max_age + 2, "the killed worker stayed"
             time.sleep(0.2)
         assert victim not in _page_pids(session, site)
+
+
+def test_withdraw_removes_this_process_at_once_and_stops_publishing(
+        settings: Any, upstream: UpstreamServer, pooled_clients_settings: Configure) -> None:
+    from django.core.cache import caches
+
+    from pooled_clients import maintenance
+
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                   "LOCATION": "shared-status-withdraw"},
+    }
+    settings.POOLED_CLIENTS_SHARED_STATUS = {"CACHE": "shared"}
+    settings.POOLED_CLIENTS_SHARED_STATUS_INTERVAL = 60.0
+    pooled_clients_settings("api", _http(upstream))
+    assert not shared_status.withdraw()  # never published: nothing to do
+    cache = caches["shared"]
+    cache.set("pooled_clients:status:other:7", {"host": "other", "pid": 7,
+                                                  "published_at": time.time(), "pools": []})
+    cache.set("pooled_clients:status:index", {"other:7": time.time()})
+    shared_status.start()
+    shared_status.publish()
+    assert {w["pid"] for w in shared_status.read()} == {7, os.getpid()}
+
+    assert shared_status.withdraw()
+    # Gone from the page at once, not after MAX_AGE; the other worker stays.
+    assert [w["pid"] for w in shared_status.read()] == [7]
+    assert set(cache.get("pooled_clients:status:index")) == {"other:7"}
+    assert shared_status.JOB_NAME not in maintenance._periodic
+    assert not shared_status.withdraw()  # once
+
+
+def test_withdraw_from_an_unusable_store_logs_and_returns(
+        settings: Any, upstream: UpstreamServer, pooled_clients_settings: Configure,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings.POOLED_CLIENTS_SHARED_STATUS = {"CACHE": "no-such-cache"}
+    settings.POOLED_CLIENTS_SHARED_STATUS_INTERVAL = 60.0
+    pooled_clients_settings("api", _http(upstream))
+    shared_status.start()
+    started = time.monotonic()
+    assert not shared_status.withdraw(timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    assert "Could not withdraw the shared status" in caplog.text
+    assert "no-such-cache" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_cleanly_leaves_the_page_at_once(upstream: UpstreamServer) -> None:
+    max_age = 60.0  # far longer than the test: only a withdrawal can remove the worker
+    with serve(2, {"api": _http(upstream)}, OBS_SHARED_STATUS='"database"',
+               OBS_SHARED_INTERVAL="0.5", OBS_SHARED_MAX_AGE=str(max_age)) as site:
+        workers = site.worker_pids()
+        session = site.login()
+        deadline = time.monotonic() + 20
+        while _page_pids(session, site) != workers:
+            assert time.monotonic() < deadline, (_page_pids(session, site), workers)
+            requests.get(f"{site.url}/work/", timeout=10)
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGTERM)  # a gunicorn worker's graceful exit
+        stopped_at = time.monotonic()
+        while victim in _page_pids(session, site):
+            assert time.monotonic() - stopped_at < 10, "the stopped worker stayed on the page"
+            time.sleep(0.2)
+        # The master replaced it; only live workers are listed.
+        deadline = time.monotonic() + 20
+        while len(site.worker_pids()) != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert _page_pids(session, site) <= site.worker_pids()

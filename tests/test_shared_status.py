@@ -66,24 +66,30 @@ def test_database_store_publishes_reads_and_ages_out(settings: Any, upstream: Up
     assert "tok-XYZ" not in WorkerStatus.objects.get(pid=os.getpid()).payload
 
 
-@pytest.mark.django_db
-def test_cache_store_and_admin_json_lists_workers(settings: Any, admin_client: Client,
-                                                  upstream: UpstreamServer,
-                                                  pooled_clients_settings: Configure) -> None:
+def _cache_store_with_another_worker(settings: Any, location: str) -> Any:
+    """Shared status in a LocMemCache alias "shared", where worker other:7 has published."""
     from django.core.cache import caches
 
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "shared": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                   "LOCATION": "shared-status-test"},
+                   "LOCATION": location},
     }
     settings.POOLED_CLIENTS_SHARED_STATUS = {"CACHE": "shared"}
-    settings.POOLED_CLIENTS_SHARED_STATUS_MAX_AGE = 5.0
-    pooled_clients_settings("api", _http(upstream))
     cache = caches["shared"]
     cache.set("pooled_clients:status:other:7", {"host": "other", "pid": 7,
                                                   "published_at": time.time(), "pools": []})
     cache.set("pooled_clients:status:index", {"other:7": time.time()})
+    return cache
+
+
+@pytest.mark.django_db
+def test_cache_store_and_admin_json_lists_workers(settings: Any, admin_client: Client,
+                                                  upstream: UpstreamServer,
+                                                  pooled_clients_settings: Configure) -> None:
+    settings.POOLED_CLIENTS_SHARED_STATUS_MAX_AGE = 5.0
+    cache = _cache_store_with_another_worker(settings, "shared-status-test")
+    pooled_clients_settings("api", _http(upstream))
     data = admin_client.get(URL + "?format=json").json()
     assert {(w["host"], w["pid"]) for w in data["workers"]} == {
         ("other", 7), (data["host"], data["pid"])}
@@ -145,23 +151,12 @@ def test_three_gunicorn_workers_on_one_page_and_a_killed_one_ages_out(
 
 def test_withdraw_removes_this_process_at_once_and_stops_publishing(
         settings: Any, upstream: UpstreamServer, pooled_clients_settings: Configure) -> None:
-    from django.core.cache import caches
-
     from pooled_clients import maintenance
 
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "shared": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                   "LOCATION": "shared-status-withdraw"},
-    }
-    settings.POOLED_CLIENTS_SHARED_STATUS = {"CACHE": "shared"}
     settings.POOLED_CLIENTS_SHARED_STATUS_INTERVAL = 60.0
+    cache = _cache_store_with_another_worker(settings, "shared-status-withdraw")
     pooled_clients_settings("api", _http(upstream))
     assert not shared_status.withdraw()  # never published: nothing to do
-    cache = caches["shared"]
-    cache.set("pooled_clients:status:other:7", {"host": "other", "pid": 7,
-                                                  "published_at": time.time(), "pools": []})
-    cache.set("pooled_clients:status:index", {"other:7": time.time()})
     shared_status.start()
     shared_status.publish()
     assert {w["pid"] for w in shared_status.read()} == {7, os.getpid()}

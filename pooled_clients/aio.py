@@ -93,26 +93,19 @@ async def _wait_for_entry(pool: Pool[Any], waiter: _AsyncWaiter, deadline: float
                           timeout: float) -> _Entry[Any]:
     """Await the hand-over to ``waiter``; raise the pool's timeout error when none came."""
     remaining = deadline - _monotonic()
+    woken = False
     try:
         if remaining > 0:
             async with asyncio.timeout(remaining):
                 await waiter.future
+            woken = True  # deliver() and fail() set the outcome before waking the future
     except TimeoutError:
         pass
     except BaseException:
         # Cancelled: an entry already handed over goes back, or the waiter leaves the queue.
         _abandon_waiter(pool, waiter)
         raise
-    with pool._lock:
-        if waiter.entry is None and waiter.error is None:
-            with contextlib.suppress(ValueError):
-                pool._waiters.remove(waiter)
-            pool._timeouts += 1
-            raise pool._timeout_error(waiter, timeout)
-    if waiter.error is not None:
-        raise waiter.error
-    assert waiter.entry is not None
-    return waiter.entry
+    return pool._wait_outcome(waiter, timeout, woken)
 
 
 def _abandon_waiter(pool: Pool[Any], waiter: _AsyncWaiter) -> None:

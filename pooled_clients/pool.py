@@ -425,12 +425,21 @@ class Pool(Generic[T]):
 
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> _Entry[T]:
         remaining = deadline - _monotonic()
-        # deliver() and fail() set the outcome before releasing the waiter's lock, so only a
-        # waiter that timed out needs the pool lock (to leave the queue, or find it served).
-        if remaining <= 0 or not waiter.lock.acquire(timeout=remaining):
+        # deliver() and fail() set the outcome before releasing the waiter's lock.
+        woken = remaining > 0 and waiter.lock.acquire(timeout=remaining)
+        return self._wait_outcome(waiter, timeout, woken)
+
+    def _wait_outcome(self, waiter: _Waiter | _AsyncWaiter, timeout: float,
+                      woken: bool) -> _Entry[T]:
+        """What a wait ended with: the entry handed over, or the error the waiter was failed
+        with. Only a waiter that was not ``woken`` needs the pool lock: to leave the queue
+        and raise the timeout error, unless it was served just as it gave up."""
+        if not woken:
             with self._lock:
                 if waiter.entry is None and waiter.error is None:
-                    self._waiters.remove(waiter)
+                    # An async waiter whose loop closed was taken off the queue already.
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
                     self._timeouts += 1
                     raise self._timeout_error(waiter, timeout)
         if waiter.error is not None:

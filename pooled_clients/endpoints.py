@@ -374,23 +374,12 @@ class EndpointPool(Pool[T]):
                                endpoint: str | None) -> tuple[T, EndpointSubpool[T]]:
         from pooled_clients.aio import acquire
 
-        self._enter_slow_path()
-        if endpoint is not None:
-            sub = self.subpool(endpoint)
-            return await acquire(sub, timeout, frame), sub
-        if timeout is None:
-            timeout = self.settings.timeout
-        deadline = _monotonic() + timeout
         first_error: ClientCreationError | None = None
-        for sub in self.route():
-            remaining = deadline - _monotonic()
-            if first_error is not None and remaining <= 0:
-                break
+        for sub, sub_timeout in self._attempts(timeout, endpoint):
             try:
-                return await acquire(sub, max(0.0, remaining), frame), sub
+                return await acquire(sub, sub_timeout, frame), sub
             except ClientCreationError as exc:
-                if first_error is None:
-                    first_error = exc
+                first_error = first_error or exc
         assert first_error is not None
         raise first_error
 
@@ -400,26 +389,33 @@ class EndpointPool(Pool[T]):
 
     def _route_checkout(self, timeout: float | None, frame: FrameType,
                         endpoint: str | None) -> tuple[T, EndpointSubpool[T]]:
+        first_error: ClientCreationError | None = None
+        for sub, sub_timeout in self._attempts(timeout, endpoint):
+            try:
+                return sub._checkout(sub_timeout, frame), sub
+            except ClientCreationError as exc:
+                first_error = first_error or exc
+        assert first_error is not None
+        raise first_error
+
+    def _attempts(self, timeout: float | None, endpoint: str | None
+                  ) -> Iterator[tuple[EndpointSubpool[T], float | None]]:
+        """The sub-pools an acquire tries, each with its timeout: the named endpoint alone,
+        or every sub-pool in :meth:`route` order sharing one deadline. Being asked for the
+        next one means the previous one was unreachable (a ``ClientCreationError``), so
+        after the first the next is tried only while time is left."""
         self._enter_slow_path()
         if endpoint is not None:
-            sub = self.subpool(endpoint)
-            return sub._checkout(timeout, frame), sub
+            yield self.subpool(endpoint), timeout
+            return
         if timeout is None:
             timeout = self.settings.timeout
         deadline = _monotonic() + timeout
-        first_error: ClientCreationError | None = None
-        for sub in self.route():
+        for number, sub in enumerate(self.route()):
             remaining = deadline - _monotonic()
-            if first_error is not None and remaining <= 0:
-                break
-            try:
-                return sub._checkout(max(0.0, remaining), frame), sub
-            except ClientCreationError as exc:
-                # Unreachable: try the next endpoint with what is left of the timeout.
-                if first_error is None:
-                    first_error = exc
-        assert first_error is not None
-        raise first_error
+            if number and remaining <= 0:
+                return
+            yield sub, max(0.0, remaining)
 
     def route(self) -> list[EndpointSubpool[T]]:
         """The sub-pools in the order a routed acquire tries them: those routing may pick,

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from pooled_clients.aio import AsyncClientBackend, AsyncPool
-from pooled_clients.backends.base import ClientBackend
 from pooled_clients.exceptions import (
     ClientCreationError,
     PoolClosed,
@@ -27,61 +26,7 @@ from pooled_clients.exceptions import (
     PoolTimeout,
 )
 from pooled_clients.pool import Pool, PoolSettings
-
-
-class FakeClient:
-    def __init__(self, number: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.number = number
-        self.loop = loop
-        self.closed = False
-        self.closed_nowait = False
-        self.healthy = True
-        self.dirty = False
-
-
-class SyncFake(ClientBackend[FakeClient]):
-    """A sync backend; ``check_gate``/``reset_gate`` make check/reset wait for the loop."""
-
-    def __init__(self) -> None:
-        super().__init__("fake", {})
-        self.numbers = itertools.count()
-        self.created: list[FakeClient] = []
-        self.fail_create: BaseException | None = None
-        self.check_gate: threading.Event | None = None
-        self.reset_gate: threading.Event | None = None
-        self.gate_failures = 0
-        self.lock = threading.Lock()
-
-    def create(self) -> FakeClient:
-        if self.fail_create is not None:
-            raise self.fail_create
-        client = FakeClient(next(self.numbers))
-        with self.lock:
-            self.created.append(client)
-        return client
-
-    def close(self, client: FakeClient) -> None:
-        client.closed = True
-
-    def check(self, client: FakeClient) -> None:
-        self._pass_gate(self.check_gate)
-        if not client.healthy:
-            raise ConnectionError("client is dead")
-
-    def reset(self, client: FakeClient) -> bool:
-        self._pass_gate(self.reset_gate)
-        return not client.dirty
-
-    def _pass_gate(self, gate: threading.Event | None) -> None:
-        # Run on the event loop, this would wait for a task that cannot run: a deadlock
-        # that the bounded wait turns into a counted failure.
-        if gate is not None and not gate.wait(5.0):
-            self.gate_failures += 1
-            raise TimeoutError("the event loop did not run while the backend waited")
-
-    def open_count(self) -> int:
-        with self.lock:
-            return sum(1 for c in self.created if not c.closed)
+from tests.fakes import FakeBackend, FakeClient
 
 
 class AsyncFake(AsyncClientBackend[FakeClient]):
@@ -136,8 +81,8 @@ class AsyncFake(AsyncClientBackend[FakeClient]):
             return sum(1 for c in self.created if not c.closed)
 
 
-def sync_pool(**settings: Any) -> tuple[Pool[FakeClient], SyncFake]:
-    backend = SyncFake()
+def sync_pool(**settings: Any) -> tuple[Pool[FakeClient], FakeBackend]:
+    backend = FakeBackend()
     settings.setdefault("connect_retries", 0)
     return Pool("fake", backend, PoolSettings(**settings)), backend
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -10,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from pooled_clients.backends.base import ClientBackend
 from pooled_clients.exceptions import (
     ClientCreationError,
     PoolClosed,
@@ -19,56 +17,7 @@ from pooled_clients.exceptions import (
     PoolTimeout,
 )
 from pooled_clients.pool import Pool, PoolSettings
-
-
-class FakeClient:
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.closed = False
-        self.healthy = True
-        self.dirty = False
-        self.holder: int | None = None
-
-
-class FakeBackend(ClientBackend[FakeClient]):
-    """Counts what the engine asks of it; failures are switched on by tests."""
-
-    def __init__(self, alias: str = "fake", options: dict[str, Any] | None = None) -> None:
-        super().__init__(alias, options or {})
-        self.numbers = itertools.count()
-        self.fail_create: BaseException | None = None
-        self.create_delay = 0.0
-        self.created: list[FakeClient] = []
-        self.checks = 0
-        self.lock = threading.Lock()
-
-    def create(self) -> FakeClient:
-        if self.create_delay:
-            time.sleep(self.create_delay)
-        if self.fail_create is not None:
-            raise self.fail_create
-        client = FakeClient(next(self.numbers))
-        with self.lock:
-            self.created.append(client)
-        return client
-
-    def close(self, client: FakeClient) -> None:
-        client.closed = True
-
-    def check(self, client: FakeClient) -> None:
-        self.checks += 1
-        if not client.healthy:
-            raise ConnectionError("client is dead")
-
-    def reset(self, client: FakeClient) -> bool:
-        return not client.dirty
-
-    def is_broken(self, client: FakeClient) -> bool:
-        return not client.healthy
-
-    def open_count(self) -> int:
-        with self.lock:
-            return sum(1 for c in self.created if not c.closed)
+from tests.fakes import FakeBackend, FakeClient
 
 
 def make_pool(**settings: Any) -> tuple[Pool[FakeClient], FakeBackend]:

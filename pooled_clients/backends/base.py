@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ClientBackend", "time_left", "unknown_options"]
+__all__ = ["ClientBackend", "describe_key_hash", "time_left", "unknown_options"]
 
 _deadline = threading.local()
 
@@ -31,6 +32,12 @@ def unknown_options(options: Mapping[str, Any], known: tuple[str, ...]) -> list[
     """One problem per option name not in ``known`` (for ``check_options``)."""
     return [f"unknown option {name!r}; expected one of {', '.join(known)}."
             for name in options if name not in known]
+
+
+def describe_key_hash(key: Any) -> str:
+    """``"key#1a2b3c4d"``: a short hash of ``repr(key)``, stable across processes."""
+    digest = hashlib.blake2b(repr(key).encode("utf-8", "backslashreplace"), digest_size=4)
+    return f"key#{digest.hexdigest()}"
 
 
 class _DeadlineScope:
@@ -108,6 +115,20 @@ class ClientBackend(Generic[T]):
     def describe(self) -> str:
         """The target people see: host, port, database, user; never a secret."""
         return type(self).__name__
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """Options for the clients of ``key`` in a keyed pool, merged over the pool's.
+
+        Called once when a key is first used. The default raises: a backend opts into keyed
+        pools by saying what a key means for it (a host, a URL path, a database name).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support KEYS: it must implement key_options(key)")
+
+    def describe_key(self, key: Any) -> str:
+        """What people see for ``key``: a short stable hash by default, since a key may be
+        a secret (an API key). Override to show a key that is safe to show (a host name)."""
+        return describe_key_hash(key)
 
     def secrets(self) -> list[str]:
         """Literal secret values to mask in any text the project renders."""

@@ -296,3 +296,44 @@ def test_good_options_pass() -> None:
                 "server_hostname": "db", "verify": True},
     }) == []
     assert TCPBackend("t", {"host": "::1", "port": 1, "tls": True}).describe() == "tls://[::1]:1"
+
+
+def test_sockets_with_file_descriptors_above_1024_are_reset_and_checked(
+        pool_for: Any, echo: EchoServer, tmp_path: Any) -> None:
+    """A busy worker has more than 1024 files open: the peer-closed probe must not use
+    select(), which refuses such descriptors (reset would then fail on every release)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    files = []
+    try:
+        for number in range(1100):
+            files.append(open(tmp_path / f"f{number}", "w"))  # noqa: SIM115
+        pool = pool_for({"host": "127.0.0.1", "port": echo.port}, CHECK="always")
+        with pool.connection() as sock:
+            assert sock.fileno() >= 1024
+            assert roundtrip(sock) == b"hello"
+            first = sock
+        with pool.connection() as sock:
+            assert sock is first  # reset kept it, and the check passed
+            assert roundtrip(sock, b"again") == b"again"
+        stats = pool.stats()
+        assert (stats.created_total, stats.closed_total, stats.check_failures_total) == (1, 0, 0)
+        echo.close_all_clients()
+        assert wait_readable_poll(first)
+        with pool.connection() as sock:
+            assert sock is not first  # the dead one was told apart and replaced
+    finally:
+        for handle in files:
+            handle.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def wait_readable_poll(sock: socket.socket, timeout: float = 2.0) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))

@@ -172,8 +172,11 @@ class TCPBackend(ClientBackend[socket.socket]):
     def _probe(self, client: socket.socket) -> None:
         if isinstance(client, ssl.SSLSocket) and client.pending():
             raise PeerClosedError("unread TLS application data is buffered on the socket")
-        readable, _, _ = select.select([client], [], [], 0)
-        if not readable:
+        # poll, not select: select() refuses file descriptors >= 1024, which a busy
+        # worker has.
+        poller = select.poll()
+        poller.register(client, select.POLLIN | select.POLLPRI)
+        if not poller.poll(0):
             return
         previous = client.gettimeout()
         client.setblocking(False)

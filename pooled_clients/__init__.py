@@ -6,6 +6,7 @@
         http.get("charges/42").raise_for_status()
 """
 
+from pooled_clients.core import ClientPool
 from pooled_clients.exceptions import (
     ClientCreationError,
     PoolClosed,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClientCreationError",
+    "ClientPool",
     "Lease",
     "Pool",
     "PoolClosed",

@@ -9,14 +9,13 @@ library and opens nothing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pooled_clients import conf
+from pooled_clients import conf, fork
+from pooled_clients.core import ClientPool
 from pooled_clients.exceptions import PoolDoesNotExist
-from pooled_clients.pool import Pool
 from pooled_clients.stats import PoolStats
 
 __all__ = ["PoolHandler", "pools"]
@@ -30,16 +29,16 @@ class PoolHandler:
     settings_name = "POOLED_CLIENTS"
 
     def __init__(self) -> None:
-        self._pools: dict[str, Pool[Any]] = {}
+        self._pools: dict[str, ClientPool[Any]] = {}
         self._lock = threading.RLock()
 
-    def __getitem__(self, alias: str) -> Pool[Any]:
+    def __getitem__(self, alias: str) -> ClientPool[Any]:
         try:
             return self._pools[alias]
         except KeyError:
             return self._build(alias)
 
-    def _build(self, alias: str) -> Pool[Any]:
+    def _build(self, alias: str) -> ClientPool[Any]:
         with self._lock:
             pool = self._pools.get(alias)
             if pool is not None:
@@ -54,26 +53,29 @@ class PoolHandler:
             self._pools[alias] = pool
             return pool
 
-    def create_pool(self, alias: str, definition: Any) -> Pool[Any]:
+    def create_pool(self, alias: str, definition: Any) -> ClientPool[Any]:
         """Build the pool for one definition (raises ``ImproperlyConfigured`` if it is bad)."""
         parsed = conf.parse_definition(alias, definition)
         if parsed.endpoints:
             from pooled_clients.endpoints import EndpointPool
 
-            endpoint_pool: Pool[Any] = EndpointPool.from_definition(parsed)
-            return endpoint_pool
+            return EndpointPool.from_definition(parsed)
         backend = parsed.backend_class(alias, parsed.options)
         if parsed.backend_class.is_async:
-            from pooled_clients.aio import AsyncClientBackend, AsyncPool
+            from pooled_clients.aio import AsyncPool
+            from pooled_clients.backends.base import AsyncClientBackend
 
             if not isinstance(backend, AsyncClientBackend):
                 from django.core.exceptions import ImproperlyConfigured
 
                 raise ImproperlyConfigured(
                     f"POOLED_CLIENTS[{alias!r}]['BACKEND'] {parsed.backend_path!r} sets "
-                    "is_async but does not subclass pooled_clients.aio.AsyncClientBackend."
+                    "is_async but does not subclass "
+                    "pooled_clients.backends.base.AsyncClientBackend."
                 )
             return AsyncPool(alias, backend, parsed.settings, backend_path=parsed.backend_path)
+        from pooled_clients.pool import Pool
+
         return Pool(alias, backend, parsed.settings, backend_path=parsed.backend_path)
 
     def __contains__(self, alias: object) -> bool:
@@ -85,11 +87,11 @@ class PoolHandler:
     def __len__(self) -> int:
         return len(conf.pool_definitions())
 
-    def all(self) -> list[Pool[Any]]:
+    def all(self) -> list[ClientPool[Any]]:
         """Every configured pool (building those not yet used)."""
         return [self[alias] for alias in self]
 
-    def built(self) -> list[Pool[Any]]:
+    def built(self) -> list[ClientPool[Any]]:
         """The pools already built in this process (nothing is built by calling this)."""
         return list(self._pools.values())
 
@@ -130,5 +132,4 @@ def _after_fork_in_child() -> None:
     pools._lock = threading.RLock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+fork.on_fork_in_child(_after_fork_in_child)

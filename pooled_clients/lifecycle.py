@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pooled_clients import fork
+
 __all__ = [
     "child_exited",
     "connect_celery",
@@ -67,7 +69,7 @@ def shutdown(timeout: float | None = None) -> None:
             return
         _done_pid = pid
     from pooled_clients import maintenance
-    from pooled_clients import pool as _pool
+    from pooled_clients.core import live_pools
     from pooled_clients.handler import pools
 
     start = time.monotonic()
@@ -82,7 +84,7 @@ def shutdown(timeout: float | None = None) -> None:
             closed = len(pools.built())
             pools.close_all(max(0.0, deadline - time.monotonic()))
             # Pools made outside ``pools`` (Pool(...) directly) close within the same period.
-            others = [p for p in list(_pool._LIVE_POOLS) if p._pid == pid and not p.closed]
+            others = [p for p in live_pools() if p.pid == pid and not p.closed]
             for p in others:
                 p.begin_close()
             for p in others:
@@ -110,19 +112,9 @@ def reset_after_fork() -> None:
 
     Inherited clients are abandoned without I/O; the maintenance thread restarts on first use.
     """
-    from pooled_clients import handler, maintenance
-    from pooled_clients import pool as _pool
+    from pooled_clients import fork
 
-    pid = os.getpid()
-    # Inherited state is what tells an unnoticed fork: a pool or a maintenance thread that
-    # belongs to another process. After os.fork() the hooks already reset both.
-    inherited = any(p._pid != pid for p in list(_pool._LIVE_POOLS))
-    if not inherited and (maintenance._thread is None or maintenance._thread_pid == pid):
-        return
-    _after_fork_in_child()
-    handler._after_fork_in_child()
-    maintenance._after_fork_in_child()
-    _pool._after_fork_in_child()
+    fork.run_child_callbacks()
 
 
 def on_worker_process_shutdown(sender: Any = None, **kwargs: Any) -> None:
@@ -165,5 +157,4 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+fork.on_fork_in_child(_after_fork_in_child)

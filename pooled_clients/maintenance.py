@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from pooled_clients import pool as _pool
+from pooled_clients import fork
+from pooled_clients.core import live_pools
 
 __all__ = ["add_periodic", "ensure_running", "stop", "wake"]
 
@@ -78,8 +79,8 @@ def _run() -> None:
     while not _stopping.is_set():
         now = time.monotonic()
         sleep = MAX_SLEEP
-        for pool in list(_pool._LIVE_POOLS):
-            if not pool._started:
+        for pool in live_pools():
+            if not pool.started():
                 continue
             try:
                 delay = pool.maintain(now)
@@ -109,5 +110,4 @@ def _after_fork_in_child() -> None:
     _stopping = threading.Event()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+fork.on_fork_in_child(_after_fork_in_child)

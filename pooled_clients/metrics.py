@@ -13,6 +13,7 @@ are per live worker and summed (``livesum``), counters add up over every worker 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import weakref
@@ -23,8 +24,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 
 from pooled_clients import conf
-from pooled_clients.pool import Pool
+from pooled_clients.core import ClientPool
 from pooled_clients.stats import PoolStats
+
+logger = logging.getLogger("pooled_clients")
 
 __all__ = ["enable", "metrics_view", "refresh"]
 
@@ -70,10 +73,12 @@ class _Seen:
 
     __slots__ = ("counters", "pool", "wait_pos")
 
-    def __init__(self, pool: Pool[Any]) -> None:
+    def __init__(self, pool: ClientPool[Any]) -> None:
         self.pool = weakref.ref(pool)
         self.counters = dict.fromkeys(_COUNTER_FIELDS, 0)
-        self.wait_pos = 0
+        #: id(source) -> the last checkout number read from each of the pool's wait
+        #: sources (itself, or each member of an endpoint or keyed pool).
+        self.wait_pos: dict[int, int] = {}
 
 
 _lock = threading.Lock()
@@ -96,13 +101,19 @@ def refresh() -> None:
         live: dict[int, _Seen] = {}
         aliases = set()
         for pool in pools.built():
-            stats = pool.stats()
-            aliases.add(stats.alias)
             seen = _seen.get(id(pool))
             if seen is None or seen.pool() is not pool:
                 seen = _Seen(pool)
-            live[id(pool)] = seen
-            _update(pool, stats, seen)
+            # Kept at once: what one pool's update added is never added again, even when
+            # another pool's update fails.
+            live[id(pool)] = _seen[id(pool)] = seen
+            try:
+                stats = pool.stats()
+                aliases.add(stats.alias)
+                _update(pool, stats, seen)
+            except Exception:
+                logger.exception("Reading the metrics of pool %r failed", pool.alias)
+                aliases.add(pool.alias)
         for gone in _aliases - aliases:
             # Zero first: in multiprocess mode the value lives on in this worker's file.
             for gauge in GAUGES.values():
@@ -113,7 +124,7 @@ def refresh() -> None:
         _seen, _aliases = live, aliases
 
 
-def _update(pool: Pool[Any], stats: PoolStats, seen: _Seen) -> None:
+def _update(pool: ClientPool[Any], stats: PoolStats, seen: _Seen) -> None:
     alias = stats.alias
     for name, gauge in GAUGES.items():
         gauge.labels(alias).set(getattr(stats, name))
@@ -125,10 +136,12 @@ def _update(pool: Pool[Any], stats: PoolStats, seen: _Seen) -> None:
             counter.labels(alias).inc(delta)
         seen.counters[name] = current
     histogram = WAIT_SECONDS.labels(alias)
-    seen.wait_pos, zeros, waits = pool.waits_since(seen.wait_pos)
-    _observe_zeros(histogram, zeros)
-    for seconds in waits:
-        histogram.observe(seconds)
+    for source in pool.wait_sources():
+        position, zeros, waits = source.waits_since(seen.wait_pos.get(id(source), 0))
+        seen.wait_pos[id(source)] = position
+        _observe_zeros(histogram, zeros)
+        for seconds in waits:
+            histogram.observe(seconds)
 
 
 def _observe_zeros(histogram: Any, count: int) -> None:

@@ -64,6 +64,8 @@ class PoolStats:
     #: "open", "failing", "closed" or "retired".
     state: str = "open"
     creating: int = 0
+    #: Clients being closed (not in ``size``): their slots come free once they are closed.
+    closing: int = 0
     timeout: float = 0.0
     #: Backend-specific figures (for HTTP pools: request latency percentiles and error rate).
     backend_stats: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pooled_clients.aio import AsyncClientBackend
+from pooled_clients.backends.base import AsyncClientBackend
 from pooled_clients.backends.http import HTTPBackend, _RequestStats
 from pooled_clients.masking import mask_url
 

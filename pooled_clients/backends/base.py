@@ -10,7 +10,13 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ClientBackend", "describe_key_hash", "time_left", "unknown_options"]
+__all__ = [
+    "AsyncClientBackend",
+    "ClientBackend",
+    "describe_key_hash",
+    "time_left",
+    "unknown_options",
+]
 
 _deadline = threading.local()
 
@@ -140,3 +146,34 @@ class ClientBackend(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r} target={self.describe()!r}>"
+
+
+class AsyncClientBackend(ClientBackend[T]):
+    """Base class of backends whose clients are used from async code only.
+
+    ``create``, ``close``, ``check`` and ``reset`` are coroutines run on the event loop
+    that uses the client; the pool bounds each with ``CONNECT_TIMEOUT``.
+    :meth:`close_nowait` closes a client whose loop is gone, without awaiting.
+    """
+
+    is_async: ClassVar[bool] = True
+
+    async def create(self) -> T:  # type: ignore[override]
+        """Open and return a new client on the running loop."""
+        raise NotImplementedError(f"{type(self).__name__} must implement create()")
+
+    async def close(self, client: T) -> None:  # type: ignore[override]
+        """Close ``client``. Must not raise for a client that is already broken."""
+
+    async def check(self, client: T) -> None:  # type: ignore[override]
+        """Raise when ``client`` is unusable."""
+
+    async def reset(self, client: T) -> bool:  # type: ignore[override]
+        """Make ``client`` ready for the next caller; False discards it."""
+        return True
+
+    def close_nowait(self, client: T) -> None:
+        """Close ``client`` without awaiting: its event loop is closed or not running.
+
+        The default drops the client for the garbage collector.
+        """

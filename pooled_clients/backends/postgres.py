@@ -14,8 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pooled_clients.aio import AsyncClientBackend
-from pooled_clients.backends.base import ClientBackend, time_left
+from pooled_clients.backends.base import AsyncClientBackend, ClientBackend, time_left
 
 if TYPE_CHECKING:
     import psycopg

@@ -25,7 +25,7 @@ def break_pool(alias: str, message: str = "service made unavailable by break_poo
     Idle clients are dropped and every creation attempt fails, so acquires raise
     ``ClientCreationError`` and health checks fail, exactly as in an outage.
     """
-    pool = pools[alias]
+    pool: Any = pools[alias]
     backends = getattr(pool, "backends", None) or [pool.backend]
     originals: list[tuple[Any, Any]] = []
 
@@ -37,10 +37,10 @@ def break_pool(alias: str, message: str = "service made unavailable by break_poo
         backend.create = refuse
     # Every client open now is presumed dead, as after an outage; clients created once the
     # pool is restored are fresh (an infinite cut-off would condemn those too).
-    now = time.monotonic()
-    for sub in getattr(pool, "subpools", None) or [pool]:
-        with sub._lock:
-            sub._purge_stale_locked(now)
+    members = getattr(pool, "members", None)
+    units = members() if callable(members) else [pool]
+    for unit in units:
+        unit.presume_dead(time.monotonic())
     try:
         yield
     finally:
@@ -49,9 +49,8 @@ def break_pool(alias: str, message: str = "service made unavailable by break_poo
                 del backend.create
             else:
                 backend.create = original
-        for sub in getattr(pool, "subpools", None) or [pool]:
-            with sub._lock:
-                sub._next_probe = 0.0
+        for unit in units:
+            unit.probe_now()
 
 
 def leaked_leases() -> dict[str, tuple[Lease, ...]]:

@@ -16,8 +16,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pooled_clients import conf
+from pooled_clients.core import ClientPool
 from pooled_clients.handler import pools
-from pooled_clients.pool import Pool
 
 
 class Command(BaseCommand):
@@ -73,7 +73,7 @@ class Command(BaseCommand):
             self._report_max_connections(pool, timeout, options["workers"])
         return True
 
-    def _report_max_connections(self, pool: Pool[Any], timeout: float, workers: int) -> None:
+    def _report_max_connections(self, pool: ClientPool[Any], timeout: float, workers: int) -> None:
         try:
             with pool.connection(timeout=timeout) as conn:
                 row = conn.execute("SHOW max_connections").fetchone()
@@ -94,7 +94,7 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
 
-def _is_postgres(pool: Pool[Any]) -> bool:
+def _is_postgres(pool: ClientPool[Any]) -> bool:
     # A PostgreSQL pool has imported its backend module; nothing else needs to import psycopg.
     module = sys.modules.get("pooled_clients.backends.postgres")
     backend = getattr(pool, "backend", None)

@@ -65,6 +65,32 @@ def test_refresh_turns_stats_into_gauges_counters_and_wait_histogram(
     assert _value("pooled_clients_in_use", alias) == 0
 
 
+def test_an_endpoint_pool_beside_a_plain_pool_is_counted_once_per_checkout(
+        upstream: UpstreamServer, pooled_clients_settings: Configure) -> None:
+    plain, routed = "metrics-plain", "metrics-endpoints"
+    pooled_clients_settings(plain, _http(upstream))
+    pooled_clients_settings(routed, {
+        "BACKEND": "pooled_clients.backends.http.HTTPBackend",
+        "OPTIONS": {"base_url": upstream.url},
+        "ENDPOINTS": {"one": {}, "two": {}},
+        "ROUTING": "round_robin",
+    })
+    metrics.refresh()
+    before = {alias: (_value("pooled_clients_acquired_total", alias),
+                      _value("pooled_clients_wait_seconds_count", alias))
+              for alias in (plain, routed)}
+    for alias in (plain, routed):
+        for _ in range(3):
+            with pools[alias].connection():
+                pass
+    for _ in range(3):  # every refresh after the first adds nothing
+        metrics.refresh()
+        for alias in (plain, routed):
+            acquired, waits = before[alias]
+            assert _value("pooled_clients_acquired_total", alias) - acquired == 3, alias
+            assert _value("pooled_clients_wait_seconds_count", alias) - waits == 3, alias
+
+
 def test_scrape_view_refreshes_and_shows_no_secret(
         client: Client, upstream: UpstreamServer, pooled_clients_settings: Configure) -> None:
     alias = "metrics-view"

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from pooled_clients.backends.base import ClientBackend
-from pooled_clients.pool import PoolSettings
+from pooled_clients.core import PoolSettings
 
 __all__ = [
     "ERROR_IDS",

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Generic, Protocol, TypeVar
 
-from pooled_clients import fork
+from pooled_clients import fork, maintenance
 from pooled_clients.backends.base import ClientBackend
 from pooled_clients.exceptions import (
     ClientCreationError,
@@ -71,7 +71,6 @@ __all__ = [
     "PoolSettings",
     "Waiter",
     "backoff",
-    "live_pools",
 ]
 
 logger = logging.getLogger("pooled_clients")
@@ -85,15 +84,6 @@ MAX_WAIT = min(threading.TIMEOUT_MAX, 365 * 86400.0)
 
 # Pool states.
 OPEN, CLOSING, CLOSED, RETIRED = "open", "closing", "closed", "retired"
-
-#: Every pool alive in this process, for the fork hook and the maintenance thread.
-_LIVE: weakref.WeakSet[PoolCore[Any]] = weakref.WeakSet()
-
-
-def live_pools() -> list[PoolCore[Any]]:
-    """The pools (and endpoint or key members) alive in this process."""
-    return list(_LIVE)
-
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
@@ -463,7 +453,7 @@ class PoolCore(Generic[T]):
         self._target = backend.describe()
         self._secrets = tuple(backend.secrets())
         self._reset_state()
-        _LIVE.add(self)
+        maintenance.register(self)
 
     @property
     def _state(self) -> str:
@@ -1093,8 +1083,6 @@ class PoolCore(Generic[T]):
             logger.warning("Endpoint %r of pool %r failed a check: %s; routing skips it "
                            "until it answers again.", self.name, self.alias,
                            self._last_error_text())
-            from pooled_clients import maintenance
-
             maintenance.wake()
         stale = [e for e in self._idle if e.created < now]
         if stale:
@@ -1181,8 +1169,6 @@ class PoolCore(Generic[T]):
     def _start(self) -> None:
         """First slow-path use in this process: join the maintenance thread, warm up."""
         self._started = True
-        from pooled_clients import maintenance
-
         maintenance.ensure_running()
         self.maintain(_monotonic())
 
@@ -1331,7 +1317,7 @@ class PoolCore(Generic[T]):
             logger.warning("Pool %r closed %d client(s) still in use at shutdown.",
                            self._label, len(leftover))
         self._close_entries(leftover)
-        _LIVE.discard(self)
+        maintenance.unregister(self)
 
     def retire(self) -> None:
         """Stop handing out clients without waiting: close idle ones now and each client
@@ -1346,7 +1332,7 @@ class PoolCore(Generic[T]):
             self._to_close_locked(idle)
             self._fail_waiters_locked()
         self._close_entries(idle)
-        _LIVE.discard(self)
+        maintenance.unregister(self)
 
     def _fail_waiters_locked(self) -> None:
         error = PoolClosed(f"Pool {self._label!r} was {self._state} while waiting for a client.")
@@ -1494,7 +1480,7 @@ def thread_name(ident: int) -> str:
 def _after_fork_in_child() -> None:
     global _FORK_LOCK
     _FORK_LOCK = threading.RLock()  # a lock held at fork time would never be released
-    for pool in list(_LIVE):
+    for pool in maintenance.live_pools():
         pool._after_fork_in_child()
 
 

@@ -27,10 +27,10 @@ from pooled_clients.backends.base import ClientBackend
 from pooled_clients.core import PoolCore, PoolSettings, clamp_timeout
 from pooled_clients.exceptions import PoolDoesNotExist
 from pooled_clients.groups import (
+    AsyncGroupConnection,
+    GroupConnection,
     PoolGroup,
     SharedCapacity,
-    _AsyncGroupConnection,
-    _GroupConnection,
     member_settings,
 )
 from pooled_clients.pool import Pool
@@ -127,22 +127,22 @@ class EndpointPool(PoolGroup[T]):
     # ------------------------------------------------------------------ checkout
 
     def connection(self, timeout: float | None = None,
-                   endpoint: str | None = None) -> _GroupConnection[T]:
+                   endpoint: str | None = None) -> GroupConnection[T]:
         """Context manager yielding a client of ``endpoint`` (routed when None)."""
         if endpoint is not None:
             self.subpool(endpoint)
-        return _GroupConnection(self, timeout, endpoint)
+        return GroupConnection(self, timeout, endpoint)
 
     def acquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
         """Check a client out of ``endpoint``, or of the endpoint ``ROUTING`` picks."""
         return self._checkout(timeout, _getframe(1), endpoint)[0]
 
     def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None) -> _AsyncGroupConnection[T]:
+                    endpoint: str | None = None) -> AsyncGroupConnection[T]:
         """``async with pool.aconnection(endpoint=...) as client:`` (routed when None)."""
         if endpoint is not None:
             self.subpool(endpoint)
-        return _AsyncGroupConnection(self, timeout, endpoint, _getframe(1))
+        return AsyncGroupConnection(self, timeout, endpoint, _getframe(1))
 
     async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
         """:meth:`acquire` for async code: waits without blocking the event loop."""

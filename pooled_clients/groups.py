@@ -98,7 +98,7 @@ class SharedCapacity:
                 self.members.remove(member)
 
 
-class _GroupConnection(Generic[T]):
+class GroupConnection(Generic[T]):
     """``with pool.connection(...) as client:`` for a group: checked out of one member."""
 
     __slots__ = ("_client", "_group", "_member", "_selector", "_timeout")
@@ -120,7 +120,7 @@ class _GroupConnection(Generic[T]):
                             exc)
 
 
-class _AsyncGroupConnection(Generic[T]):
+class AsyncGroupConnection(Generic[T]):
     """``async with pool.aconnection(...) as client:`` for a group."""
 
     __slots__ = ("_client", "_frame", "_group", "_member", "_selector", "_timeout")

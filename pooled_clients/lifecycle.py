@@ -54,7 +54,7 @@ def install() -> None:
     atexit.register(shutdown)
     from pooled_clients import uwsgi
 
-    uwsgi.install()
+    uwsgi.install(on_exit=shutdown)
 
 
 def shutdown(timeout: float | None = None) -> None:
@@ -69,7 +69,6 @@ def shutdown(timeout: float | None = None) -> None:
             return
         _done_pid = pid
     from pooled_clients import maintenance
-    from pooled_clients.core import live_pools
     from pooled_clients.handler import pools
 
     start = time.monotonic()
@@ -84,7 +83,7 @@ def shutdown(timeout: float | None = None) -> None:
             closed = len(pools.built())
             pools.close_all(max(0.0, deadline - time.monotonic()))
             # Pools made outside ``pools`` (Pool(...) directly) close within the same period.
-            others = [p for p in live_pools() if p.pid == pid and not p.closed]
+            others = [p for p in maintenance.live_pools() if p.pid == pid and not p.closed]
             for p in others:
                 p.begin_close()
             for p in others:

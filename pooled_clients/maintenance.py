@@ -1,4 +1,5 @@
-"""The one maintenance thread of the process, shared by every pool.
+"""The one maintenance thread of the process, shared by every pool, and the registry of
+the pools it serves.
 
 Started lazily (on a pool's first slow-path use, never in ``ready()``), so that a
 ``--preload`` master that never serves requests forks with no extra thread running; and
@@ -11,12 +12,45 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from pooled_clients import fork
-from pooled_clients.core import live_pools
 
-__all__ = ["add_periodic", "ensure_running", "stop", "wake"]
+__all__ = ["add_periodic", "ensure_running", "live_pools", "register", "stop", "unregister",
+           "wake"]
+
+
+class Maintained(Protocol):
+    """What the thread asks of a pool."""
+
+    alias: str
+
+    def started(self) -> bool:
+        """Whether the pool was used in this process."""
+
+    def maintain(self, now: float) -> float | None:
+        """One round of upkeep; seconds until the next, or None."""
+
+
+#: Every pool alive in this process (and every member of an endpoint or keyed pool).
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register(pool: Maintained) -> None:
+    """Serve ``pool`` once it has started, for as long as it lives."""
+    _LIVE.add(pool)
+
+
+def unregister(pool: Maintained) -> None:
+    """Stop serving ``pool`` (closed or retired)."""
+    _LIVE.discard(pool)
+
+
+def live_pools() -> list[Any]:
+    """The pools alive in this process."""
+    return list(_LIVE)
 
 logger = logging.getLogger("pooled_clients")
 

@@ -9,7 +9,10 @@ With ``lazy-apps = true`` the application is loaded after the fork and nothing i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from pooled_clients import fork
 
 __all__ = ["install", "post_fork"]
 
@@ -18,19 +21,12 @@ _installed = False
 
 def post_fork() -> None:
     """In a new uWSGI worker: pools start afresh, inherited clients are abandoned."""
-    from pooled_clients import lifecycle
-
-    lifecycle.reset_after_fork()
+    fork.run_child_callbacks()
 
 
-def _atexit() -> None:
-    from pooled_clients import lifecycle
-
-    lifecycle.shutdown()
-
-
-def install() -> bool:
-    """Register the hooks when running under uWSGI (once); False elsewhere."""
+def install(on_exit: Callable[[], None]) -> bool:
+    """Register the hooks when running under uWSGI (once): :func:`post_fork` after each
+    fork and ``on_exit`` when a worker exits. False elsewhere."""
     global _installed
     try:
         import uwsgi  # exists only inside uWSGI
@@ -45,7 +41,7 @@ def install() -> bool:
         _chain(uwsgi, "post_fork_hook", post_fork)
     else:
         postfork(post_fork)
-    _chain(uwsgi, "atexit", _atexit)
+    _chain(uwsgi, "atexit", on_exit)
     return True
 
 

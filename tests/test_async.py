@@ -12,7 +12,6 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from pooled_clients.exceptions import (
 )
 from pooled_clients.pool import Pool, PoolSettings
 from tests.fakes import FakeBackend, FakeClient
+from tests.waiting import async_wait_until, wait_until
 
 
 class AsyncFake(AsyncClientBackend[FakeClient]):
@@ -93,20 +93,6 @@ def async_pool(**settings: Any) -> tuple[AsyncPool[FakeClient], AsyncFake]:
     return AsyncPool("afake", backend, PoolSettings(**settings)), backend
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-async def async_wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 def at_rest(pool: Pool[Any]) -> bool:

@@ -23,6 +23,7 @@ from pooled_clients import conf, pools
 from pooled_clients.aio import AsyncPool
 from pooled_clients.backends.async_http import AsyncHTTPBackend
 from pooled_clients.exceptions import ClientCreationError, PoolError, PoolTimeout
+from tests.waiting import wait_until
 
 PG = "pooled_clients.backends.postgres.AsyncPostgresBackend"
 HTTP = "pooled_clients.backends.async_http.AsyncHTTPBackend"
@@ -69,13 +70,6 @@ def sessions(postgres: PostgresCluster, app_name: str) -> int:
     )
     return int(rows[0][0])
 
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- PostgreSQL

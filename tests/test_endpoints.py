@@ -31,19 +31,11 @@ from pooled_clients import (
     pools,
 )
 from pooled_clients.endpoints import EndpointPool
+from tests.waiting import wait_until
 
 TCP = "pooled_clients.backends.tcp.TCPBackend"
 PG = "pooled_clients.backends.postgres.PostgresBackend"
 
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> float:
-    """Poll ``condition`` until true; return the seconds it took (fail after ``timeout``)."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(interval)
-    return time.monotonic() - start
 
 
 @pytest.fixture

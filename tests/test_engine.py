@@ -18,6 +18,7 @@ from pooled_clients.exceptions import (
 )
 from pooled_clients.pool import Pool, PoolSettings
 from tests.fakes import FakeBackend, FakeClient
+from tests.waiting import wait_until
 
 
 def make_pool(**settings: Any) -> tuple[Pool[FakeClient], FakeBackend]:
@@ -25,13 +26,6 @@ def make_pool(**settings: Any) -> tuple[Pool[FakeClient], FakeBackend]:
     pool: Pool[FakeClient] = Pool("fake", backend, PoolSettings(**settings))
     return pool, backend
 
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def test_released_client_is_reused_lifo() -> None:
@@ -212,10 +206,13 @@ def test_check_idle_validates_only_after_idle_period() -> None:
 
 
 def test_check_never_does_not_validate() -> None:
-    pool, backend = make_pool(check="never")
-    pool.release(pool.acquire())
-    time.sleep(0.01)
-    pool.release(pool.acquire())
+    # Idle for longer than CHECK_IDLE_AFTER: "idle" would check here, "never" must not.
+    pool, backend = make_pool(check="never", check_idle_after=0.01)
+    client = pool.acquire()
+    pool.release(client)
+    time.sleep(0.05)
+    assert pool.acquire() is client
+    pool.release(client)
     assert backend.checks == 0
 
 
@@ -411,7 +408,7 @@ def test_wait_percentiles_reflect_waiting() -> None:
 
 
 def test_keepalive_replaces_dead_idle_clients() -> None:
-    pool, _backend = make_pool(keepalive_interval=0.01, check="never")
+    pool, backend = make_pool(keepalive_interval=0.01, check="never", min_size=2)
     clients = [pool.acquire() for _ in range(2)]
     for client in clients:
         pool.release(client)
@@ -421,6 +418,13 @@ def test_keepalive_replaces_dead_idle_clients() -> None:
     pool.maintain(time.monotonic())
     wait_until(lambda: all(c.closed for c in clients))
     assert pool.stats().check_failures_total >= 1
+    # MIN_SIZE brings two new, healthy clients; no checkout ever saw a dead one.
+    wait_until(lambda: pool.stats().idle == 2)
+    fresh = [pool.acquire() for _ in range(2)]
+    assert all(c.healthy and not c.closed and c not in clients for c in fresh)
+    assert len(backend.created) == 4
+    for client in fresh:
+        pool.release(client)
 
 
 def test_stats_as_dict_is_json_ready() -> None:

@@ -19,6 +19,7 @@ from devservers.postgres import PostgresCluster
 from pooled_clients.backends.postgres import PostgresBackend
 from pooled_clients.exceptions import ClientCreationError, PoolError
 from pooled_clients.pool import Pool, PoolSettings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,16 +62,6 @@ def make_pool() -> Iterator[PoolFactory]:
     for pool in made:
         pool.close(timeout=1.0)
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(interval)
 
 
 def select_one(pool: Pool[psycopg.Connection[Any]], timeout: float | None = None) -> None:
@@ -144,17 +135,17 @@ def test_restart_under_load_recovers_without_errors_after_the_server_is_back(
     pool = make_pool(running, max_size=8, check="idle", timeout=5.0, connect_timeout=2.0,
                      connect_retries=6, retry_backoff=0.1, retry_backoff_max=0.5)
     with Load(pool, threads=16) as load:
-        assert wait_until(lambda: load.completed_after(0) >= 200, 10)
+        wait_until(lambda: load.completed_after(0) >= 200, 10)
         stopped_at = time.monotonic()
         running.stop(mode)
         running.start()
         # wait_ready() polls every 0.1s: the server accepted connections at most that long ago.
         back_at = time.monotonic() - 0.1
         # Fully healthy within 2s of the server accepting connections.
-        assert wait_until(lambda: pool.stats().state == "open"
+        wait_until(lambda: pool.stats().state == "open"
                           and load.completed_after(back_at) >= 32, 2.0), pool.stats()
         healthy_after = time.monotonic() - back_at
-        assert wait_until(lambda: load.completed_after(back_at) >= 300, 10)
+        wait_until(lambda: load.completed_after(back_at) >= 300, 10)
     errors = load.errors()
     # The restart did hit the load: requests in flight failed, every old client was replaced.
     assert errors and pool.stats().closed_total >= 8
@@ -263,7 +254,7 @@ def test_server_down_at_startup_fails_fast_then_heals_without_restart(
     cluster.start()
     up_at = time.monotonic()
     # One probe per RETRY_BACKOFF_MAX at most: the pool heals by itself.
-    assert wait_until(lambda: pool.stats().healthy, 2.0), pool.stats()
+    wait_until(lambda: pool.stats().healthy, 2.0, message="the pool is not healthy")
     pool.check(2.0)
     select_one(pool)
     assert time.monotonic() - up_at < 3.0
@@ -299,15 +290,15 @@ def test_keepalive_replaces_dead_idle_clients_in_the_background(
     pool = make_pool(running, max_size=3, min_size=3, check="never",
                      keepalive_interval=0.2, timeout=3.0)
     select_one(pool)
-    assert wait_until(lambda: pool.stats().idle == 3, 5)
+    wait_until(lambda: pool.stats().idle == 3, 5)
     pids = {row[0] for row in running.execute(
         "select pid from pg_stat_activity where usename = 'app'")}
     assert len(pids) == 3
     # Kill the server side of every idle client: keepalive must notice without a request.
     running.execute("select pg_terminate_backend(pid) from pg_stat_activity "
                     "where usename = 'app'")
-    assert wait_until(lambda: pool.stats().check_failures_total >= 1, 5), pool.stats()
-    assert wait_until(lambda: pool.stats().closed_total >= 3 and pool.stats().idle == 3, 5)
+    wait_until(lambda: pool.stats().check_failures_total >= 1, 5, message="no check failed")
+    wait_until(lambda: pool.stats().closed_total >= 3 and pool.stats().idle == 3, 5)
     # With CHECK "never", a request would have met a dead client without keepalive.
     errors = pool.stats().errors_total
     for _ in range(6):
@@ -333,7 +324,7 @@ def test_leak_is_logged_once_with_alias_thread_time_and_stack(
     with caplog.at_level(logging.WARNING, logger="pooled_clients"):
         thread.start()
         assert ready.wait(5)
-        assert wait_until(lambda: pool.stats().leaks_total == 1, 5)
+        wait_until(lambda: pool.stats().leaks_total == 1, 5)
         # Several more maintenance rounds: still reported once.
         time.sleep(0.5)
         stats = pool.stats()
@@ -351,6 +342,6 @@ def test_leak_is_logged_once_with_alias_thread_time_and_stack(
     pool.release(held[0])
     # A new lease of the same client is a new chance to leak.
     conn = pool.acquire()
-    assert wait_until(lambda: pool.stats().leaks_total == 2, 5)
+    wait_until(lambda: pool.stats().leaks_total == 2, 5)
     pool.release(conn)
     assert pool.stats().leases == ()

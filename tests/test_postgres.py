@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -14,6 +16,7 @@ from django.test import override_settings
 
 from devservers.postgres import PostgresCluster
 from pooled_clients import pools
+from pooled_clients.backends.base import deadline_scope
 from pooled_clients.exceptions import ClientCreationError, PoolTimeout
 
 
@@ -194,6 +197,19 @@ def test_check_is_a_bounded_round_trip(pg_pool: Any) -> None:
     pg_pool.check(timeout=2)
     with pg_pool.connection() as conn:
         pg_pool.backend.check(conn)
+        # A server that stops answering (its backend process stopped) costs the check
+        # its bound, not a hang.
+        backend_pid = conn.info.backend_pid
+        os.kill(backend_pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with deadline_scope(start + 0.5), pytest.raises(Exception) as info:
+                pg_pool.backend.check(conn)
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(backend_pid, signal.SIGCONT)
+        assert 0.4 <= elapsed < 2.0, elapsed
+        assert "time" in str(info.value).lower(), info.value
 
 
 def test_wrong_password_is_reported_without_the_password(postgres: PostgresCluster) -> None:

@@ -18,6 +18,7 @@ import pytest
 from pooled_clients.backends.base import ClientBackend
 from pooled_clients.exceptions import PoolClosed, PoolError
 from pooled_clients.pool import Pool, PoolSettings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,14 +157,6 @@ def run_phase(pool: Pool[Client], backend: FlakyBackend, seconds: float,
     return workers
 
 
-def wait_for(predicate: Any, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
 
 def test_64_threads_of_random_operations_keep_every_invariant() -> None:
     backend = FlakyBackend()
@@ -176,9 +169,9 @@ def test_64_threads_of_random_operations_keep_every_invariant() -> None:
         workers = run_phase(pool, backend, 2.0, problems)
         assert sum(w.ops - w.errors for w in workers) > 1000
         # At rest: nothing being created, every open client is idle in the pool.
-        assert wait_for(lambda: pool.stats().creating == 0 and not pool.stats().waiting)
-        assert wait_for(lambda: backend.open == set(pool.iter_idle_clients())), (
-            len(backend.open), pool.stats())
+        wait_until(lambda: pool.stats().creating == 0 and not pool.stats().waiting)
+        wait_until(lambda: backend.open == set(pool.iter_idle_clients()),
+                   message="the open clients are not exactly the idle ones")
         stats = pool.stats()
         assert stats.size == stats.idle + stats.in_use and stats.in_use == 0
         assert stats.acquired_total == stats.released_total
@@ -188,7 +181,7 @@ def test_64_threads_of_random_operations_keep_every_invariant() -> None:
 
         # Close while every thread is still at work: nothing stays open, nobody hangs.
         run_phase(pool, backend, 0.5, problems, during=lambda: pool.close(timeout=1.0))
-        assert wait_for(lambda: not backend.open), len(backend.open)
+        wait_until(lambda: not backend.open)
         stats = pool.stats()
         assert stats.state == "closed" and stats.size == 0 and stats.in_use == 0
         assert not problems, problems[:5]

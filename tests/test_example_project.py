@@ -166,10 +166,10 @@ def test_log_lines_carry_time_process_and_level(running: Running) -> None:
         for line in lines:
             if want in line:
                 assert _LOG_LINE.match(line), line
-    # Nothing the site or the launcher logs comes without its time and level (gunicorn's
-    # own lines have them too); tracebacks' continuation lines are the exception.
-    untimed = [line for line in lines if line and not line[0].isspace()
-               and not _LOG_LINE.match(line) and not line.startswith("Traceback")]
+    # None in the formats these lines had before: uvicorn's "INFO:     ...", the launcher's
+    # bare "run-example: ...", the pools' bare "Pool '...' ...".
+    untimed = [line for line in lines
+               if re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL):|run-example:|Pool '", line)]
     assert untimed == [], untimed
 
 

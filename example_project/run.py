@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import logging
 import os
 import secrets
 import shutil
@@ -42,8 +44,38 @@ class Stop(Exception):
     """Raised by the signal handler while the launcher is still starting things."""
 
 
-def log(message: str) -> None:
-    print(f"run-example: {message}", file=sys.stderr, flush=True)
+logger = logging.getLogger("run-example")
+
+
+def configure_logging(workdir: Path) -> Path:
+    """Log in the site's format (``LOGGING`` in settings.py); return a uvicorn log config
+    file that does the same for uvicorn's lines."""
+    from example_project.settings import LOGGING
+
+    timed = LOGGING["formatters"]["timed"]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(timed["format"], timed["datefmt"]))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    console = {"class": "logging.StreamHandler", "formatter": "timed"}
+    uvicorn_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"timed": timed},
+        "handlers": {"console": console},
+        "loggers": {
+            "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
+    }
+    path = workdir / "uvicorn-logging.json"
+    path.write_text(json.dumps(uvicorn_config))
+    return path
+
+
+def log(message: str, level: int = logging.INFO) -> None:
+    logger.log(level, message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,7 +147,7 @@ def stop_process(proc: subprocess.Popen[bytes], name: str, timeout: float = 20) 
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            log(f"{name} did not stop within {timeout:g}s; killing it")
+            log(f"{name} did not stop within {timeout:g}s; killing it", logging.WARNING)
             proc.kill()
             proc.wait()
 
@@ -149,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     workdir = Path(tempfile.mkdtemp(prefix="pooled-clients-example-"))
+    uvicorn_logging = configure_logging(workdir)
     cluster: PostgresCluster | None = None
     upstream: UpstreamServer | None = None
     servers: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -196,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             # have uvicorn log that it is unsupported.
             uvicorn = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "example_project.asgi:application",
-                 "--host", "127.0.0.1", "--port", str(asgi_port), "--lifespan", "off"],
+                 "--host", "127.0.0.1", "--port", str(asgi_port), "--lifespan", "off",
+                 "--log-config", str(uvicorn_logging)],
                 env=env, cwd=ROOT,
             )
             servers.append(("uvicorn", uvicorn))
@@ -222,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set():
             for name, proc in servers:
                 if proc.poll() is not None:
-                    log(f"{name} exited with code {proc.returncode}; stopping")
+                    log(f"{name} exited with code {proc.returncode}; stopping", logging.ERROR)
                     return 1
             stop.wait(0.5)
         return 0

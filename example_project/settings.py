@@ -128,9 +128,19 @@ POOLED_CLIENTS_SHARED_STATUS = "database"
 # served by any worker reports the pools of all of them).
 POOLED_CLIENTS_METRICS = True
 
+# Every line says when, which process, how serious and who: the format of gunicorn's own lines,
+# which the launcher and uvicorn use too. Warnings from anywhere (django.request's 404s and
+# 500s included) and the pools' INFO lines go to stderr.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"pooled_clients": {"handlers": ["console"], "level": "INFO"}},
+    "formatters": {
+        "timed": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "timed"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"pooled_clients": {"level": "INFO"}},
 }

@@ -71,7 +71,7 @@ async def overview(request: HttpRequest) -> HttpResponse:
         # An AsyncPostgresBackend pool: psycopg AsyncConnections, no thread involved.
         async with pools["warehouse_async"].aconnection() as conn:
             cursor = await conn.execute(
-                "select sku, name, stock from products where stock > 0 order by sku"
+                "select sku, name, stock from products order by sku"
             )
             return await cursor.fetchall()
 

@@ -124,7 +124,7 @@ def test_reference_lists_every_key_and_check_id() -> None:
 
 
 def test_api_reference_names_every_stats_field_and_error() -> None:
-    page = (DOCS / "testing.md").read_text()
+    page = (DOCS / "api.md").read_text()
     for cls in (PoolStats, Lease):
         for f in dataclasses.fields(cls):
             assert f"`{f.name}`" in page, f"{cls.__name__}.{f.name} is not documented"

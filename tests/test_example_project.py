@@ -31,6 +31,7 @@ class Running:
     password: str
     datadir: str
     output: Path
+    errors: Path
 
 
 def _read(path: Path) -> str:
@@ -96,7 +97,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         asgi = re.search(r"async:\s+(\S+)async/", text)
         assert password and datadir and asgi, text
         yield Running(proc, f"http://127.0.0.1:{port}/", asgi.group(1), password.group(1),
-                      datadir.group(1), stdout)
+                      datadir.group(1), stdout, stderr)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -128,13 +129,48 @@ def test_demo_pages_use_the_pools(running: Running) -> None:
         _assert_no_secret(page.text)
 
 
+def _skus(page: str) -> list[str]:
+    return re.findall(r"<tr><td>([A-Z]-\d+)</td>", page)
+
+
 def test_async_view_under_uvicorn_uses_aconnection(running: Running) -> None:
     response = requests.get(running.asgi_site + "async/", timeout=10)
     assert response.status_code == 200, response.text
     assert "Espresso beans" in response.text and "/json/v1/charges/42" in response.text
-    # The sold-out product is filtered by the query itself.
-    assert "Milk jug" not in response.text
     _assert_no_secret(response.text)
+    # The same rows as the sync page, the sold-out product included.
+    sync_page = requests.get(running.site + "warehouse/", timeout=10)
+    assert _skus(response.text) == _skus(sync_page.text) != []
+    assert "Milk jug" in response.text
+
+
+# "[2026-11-27 17:25:00 +0000] [1234] [WARNING] django.request: ..."
+_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ")
+
+
+def test_log_lines_carry_time_process_and_level(running: Running) -> None:
+    missing = "/no-such-page/"
+    for site in (running.site, running.asgi_site):
+        assert requests.get(site.rstrip("/") + missing, timeout=10).status_code == 404
+    wanted = {"run-example: starting gunicorn", "uvicorn.error: Started server process",
+              f"django.request: Not Found: {missing}"}
+    deadline = time.monotonic() + 15
+    while True:
+        lines = _read(running.errors).splitlines()
+        found = {want for want in wanted for line in lines if want in line}
+        if found == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert found == wanted, "\n".join(lines[-40:])
+    for want in wanted:
+        for line in lines:
+            if want in line:
+                assert _LOG_LINE.match(line), line
+    # None in the formats these lines had before: uvicorn's "INFO:     ...", the launcher's
+    # bare "run-example: ...", the pools' bare "Pool '...' ...".
+    untimed = [line for line in lines
+               if re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL):|run-example:|Pool '", line)]
+    assert untimed == [], untimed
 
 
 def test_health_endpoint_checks_the_pools(running: Running) -> None:

@@ -10,15 +10,26 @@ Fixtures:
     test: acquires raise ``ClientCreationError``, health checks fail.
 ``pooled_clients_no_leaks``
     Fails the test if any client is still checked out when it ends.
+
+When the session ends, the plugin closes this process's pools at once and lists any client a
+test never returned, rather than letting exit wait ``POOLED_CLIENTS_SHUTDOWN_TIMEOUT`` for
+clients nobody will give back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+#: Seconds the pools get at the end of the session for clients still in use: the tests are
+#: over, so a client not returned by then never will be.
+SESSION_END_TIMEOUT = 0.5
+
+_never_returned = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture
@@ -67,13 +78,36 @@ def pooled_clients_broken() -> Iterator[Callable[[str], None]]:
 @pytest.fixture
 def pooled_clients_no_leaks() -> Iterator[None]:
     """Fail the test when a client acquired from a pool is never released."""
+    yield
+    lines = _describe_leaks()
+    if lines:
+        pytest.fail("Clients were not released:\n" + "\n".join(lines), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close this process's pools now, giving clients still in use a short grace period."""
+    # Only where the app was set up: the plugin is loaded in every project that has the package.
+    lifecycle = sys.modules.get("pooled_clients.lifecycle")
+    if lifecycle is None:
+        return
+    session.config.stash[_never_returned] = _describe_leaks()
+    lifecycle.shutdown(timeout=SESSION_END_TIMEOUT)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """List the clients that tests took from a pool and never returned."""
+    lines = config.stash.get(_never_returned, [])
+    if lines:
+        terminalreporter.write_sep("-", "pooled_clients: clients never returned")
+        for line in lines:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line("(the pooled_clients_no_leaks fixture makes such a test fail)")
+
+
+def _describe_leaks() -> list[str]:
     from pooled_clients.testing.helpers import leaked_leases
 
-    yield
-    leaked = leaked_leases()
-    if leaked:
-        lines = [
-            f"{alias}: held by {lease.thread} for {lease.held_for:.2f}s, acquired at {lease.where}"
-            for alias, leases in leaked.items() for lease in leases
-        ]
-        pytest.fail("Clients were not released:\n" + "\n".join(lines), pytrace=False)
+    return [
+        f"{alias}: held by {lease.thread} for {lease.held_for:.2f}s, acquired at {lease.where}"
+        for alias, leases in leaked_leases().items() for lease in leases
+    ]

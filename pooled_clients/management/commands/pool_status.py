@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import NoReverseMatch, reverse
 
 from pooled_clients import conf
 from pooled_clients.views import status_data
@@ -50,6 +51,22 @@ class Command(BaseCommand):
                                        for p in worker["pools"])
                 self.stdout.write(f"  {worker['host']} pid {worker['pid']} "
                                   f"({worker['age']}s ago): {pools_text}")
+        else:
+            self.stdout.write(_own_process_note(data["pid"]))
+
+
+def _own_process_note(pid: int) -> str:
+    """Why the numbers may be zeros: this command sees its own pools, not the site's."""
+    try:
+        page = reverse("admin:pooled_clients_poolstatus_changelist")
+    except NoReverseMatch:
+        page = "/admin/pooled_clients/poolstatus/"
+    return (
+        f"\nNote: these are the pools of this command's own process (pid {pid}) only, not those "
+        "of the processes serving your site.\nTo see those, set POOLED_CLIENTS_SHARED_STATUS "
+        "(this command then lists every worker) or open the admin's Pool status page "
+        f"({page})."
+    )
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -77,8 +77,10 @@ def _cannot_reach(configure: Configure, caplog: pytest.LogCaptureFixture) -> str
 
 
 def _could_not_open(configure: Configure, caplog: pytest.LogCaptureFixture) -> str:
-    # The first attempt fails; the retry waits longer than the caller's timeout.
-    configure("down", _refused(CONNECT_RETRIES=3, RETRY_BACKOFF=2.0, TIMEOUT=0.3))
+    # Attempts fail and the retries go on (each pause shorter than TIMEOUT) when the
+    # caller's timeout runs out.
+    configure("down", _refused(CONNECT_RETRIES=3, RETRY_BACKOFF=0.25, RETRY_BACKOFF_MAX=0.25,
+                               TIMEOUT=0.3))
     return str(_error(pools["down"].acquire))
 
 

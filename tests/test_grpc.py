@@ -33,25 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 Configure = Callable[[str, dict[str, Any]], None]
 
 
-@pytest.fixture(scope="session")
-def grpc_server() -> Iterator[GRPCHealthServer]:
-    server = GRPCHealthServer(services=("", "authz"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def own_grpc_server() -> Iterator[GRPCHealthServer]:
     """A server this test may reconfigure or stop."""
-    server = GRPCHealthServer(services=("", "authz"))
-    server.start()
-    try:
+    with GRPCHealthServer(services=("", "authz")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _pool(target: str, backend: str = BACKEND, **keys: Any) -> dict[str, Any]:

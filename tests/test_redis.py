@@ -19,19 +19,12 @@ from devservers.redis import RedisServer
 from pooled_clients import ClientCreationError, pools
 from pooled_clients.backends.redis import RedisBackend
 from pooled_clients.conf import validate_definition
+from tests.conftest import REDIS_PASSWORD as PASSWORD
 from tests.surfaces import assert_surfaces_show
 
 BACKEND = "pooled_clients.backends.redis.RedisBackend"
 ASYNC_BACKEND = "pooled_clients.backends.redis.AsyncRedisBackend"
-PASSWORD = "redis-s3cret-pw"
 Configure = Callable[[str, dict[str, Any]], None]
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One password-protected server for the module's tests that do not restart it."""
-    with RedisServer(password=PASSWORD) as server:
-        yield server
 
 
 @pytest.fixture
@@ -143,12 +136,19 @@ def _leave_unread_reply(client: redis.Redis) -> None:
     client.connection_pool.release(connection)
 
 
+def _leave_reply_in_flight(client: redis.Redis) -> None:
+    connection = client.connection_pool.get_connection()
+    connection.send_command("BLPOP", "nothing-here", "1")  # answered a second from now
+    client.connection_pool.release(connection)
+
+
 def _leave_other_db(client: redis.Redis) -> None:
     client.execute_command("SELECT", "5")
 
 
 @pytest.mark.parametrize("leave", [_leave_multi, _leave_watch, _leave_pubsub,
-                                   _leave_unread_reply, _leave_other_db],
+                                   _leave_unread_reply, _leave_reply_in_flight,
+                                   _leave_other_db],
                          ids=lambda f: f.__name__.removeprefix("_leave_"))
 def test_a_client_left_in_a_session_state_is_discarded_and_the_next_caller_is_not_confused(
         redis_server: RedisServer, pooled_clients_settings: Configure,

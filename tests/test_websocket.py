@@ -32,12 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 Configure = Callable[[str, dict[str, Any]], None]
 
 
-@pytest.fixture(scope="session")
-def ws_server() -> Iterator[WebSocketEchoServer]:
-    with WebSocketEchoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def own_ws_server() -> Iterator[WebSocketEchoServer]:
     """A server whose connections this test may close."""

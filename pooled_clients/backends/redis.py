@@ -10,11 +10,12 @@ pipelines, locks and pub/sub all share that connection: the pool is the concurre
 redis-py's own retries are off unless ``retry`` is given: the pool replaces a broken client,
 and a retried ``INCR`` after a lost reply could count twice.
 
-The connection notes the commands that change its session. A client returned inside
-``MULTI`` or ``WATCH``, subscribed (pub/sub, ``MONITOR``), switched to another database, or
-with a reply nobody read is discarded, so the next caller's command is never queued in
-someone else's transaction nor answered by a stale reply. (``RESET`` would end those states,
-but it also logs the connection out of its user.)
+The connection notes the commands that change its session and counts the replies still due.
+A client returned inside ``MULTI`` or ``WATCH``, subscribed (pub/sub, ``MONITOR``), switched
+to another database, or owing a reply nobody read (arrived or still in flight) is discarded,
+so the next caller's command is never queued in someone else's transaction nor answered by a
+stale reply. (``RESET`` would end those states, but it also logs the connection out of its
+user.)
 """
 
 from __future__ import annotations
@@ -61,11 +62,14 @@ class _SessionState:
     pooled_tainted: str | None = None
     pooled_multi = False
     pooled_watch = False
+    #: Replies due for the commands sent (the handshake's excepted).
+    pooled_pending = 0
     _pooled_handshake = False
 
     def _pooled_note(self, args: Sequence[Any]) -> None:
         if self._pooled_handshake or not args:
             return
+        self.pooled_pending += 1
         first, _, rest = _word(args[0]).partition(" ")
         if first == "MULTI":
             self.pooled_multi = True
@@ -82,9 +86,14 @@ class _SessionState:
             if sub.split(" ", 1)[0] in _SESSION_CLIENT_SUBCOMMANDS:
                 self.pooled_tainted = f"CLIENT {sub}"
 
+    def _pooled_replied(self) -> None:
+        if not self._pooled_handshake:
+            self.pooled_pending -= 1
+
     def _pooled_fresh_session(self) -> None:
         self.pooled_tainted = None
         self.pooled_multi = self.pooled_watch = False
+        self.pooled_pending = 0
 
     def pooled_dirty(self) -> str | None:
         """Why this connection must not go to the next caller, or None."""
@@ -94,13 +103,16 @@ class _SessionState:
             return "returned inside MULTI"
         if self.pooled_watch:
             return "returned with WATCHed keys"
+        if self.pooled_pending:
+            return "returned before reading every reply"
         return None
 
 
 @functools.cache
 def _tracked(base: type[Any]) -> type[Any]:
-    """``base`` (a redis-py connection class) noting the commands that change its session;
-    its handshake (AUTH, SELECT, CLIENT SETINFO) is bounded by the connect timeout."""
+    """``base`` (a redis-py connection class) noting the commands that change its session
+    and counting the replies due; its handshake (AUTH, SELECT, CLIENT SETINFO) is bounded
+    by the connect timeout."""
     import redis.asyncio.connection
 
     if issubclass(base, redis.asyncio.connection.AbstractConnection):
@@ -109,6 +121,12 @@ def _tracked(base: type[Any]) -> type[Any]:
             def pack_command(self, *args: Any) -> Any:
                 self._pooled_note(args)
                 return super().pack_command(*args)
+
+            async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await super().read_response(*args, **kwargs)
+                finally:
+                    self._pooled_replied()
 
             async def on_connect_check_health(self, check_health: bool = True) -> None:
                 self._pooled_handshake = True
@@ -131,6 +149,12 @@ def _tracked(base: type[Any]) -> type[Any]:
             for command in commands:
                 self._pooled_note(command)
             return super().pack_commands(commands)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().read_response(*args, **kwargs)
+            finally:
+                self._pooled_replied()
 
         def on_connect_check_health(self, check_health: bool = True) -> None:
             sock = self._get_socket()

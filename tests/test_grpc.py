@@ -71,6 +71,15 @@ def test_check_options_reports_unknown_and_mistyped_options() -> None:
     assert errors and errors[0].id.startswith("pooled_clients.E")
 
 
+def test_system_check_names_the_missing_grpcio_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    definition = {"BACKEND": BACKEND, "OPTIONS": {"target": "h:1"}}
+    assert validate_definition("authz", definition) == []
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as if it were not installed
+    problems = validate_definition("authz", definition)
+    assert [p.id for p in problems] == ["pooled_clients.E011"]
+    assert "django-pooled-clients[grpc]" in problems[0].message
+
+
 def test_keys_are_targets_and_are_shown() -> None:
     backend = GRPCChannelBackend("authz", {"target": "authz:50051"})
     assert backend.key_options("tenant-7.authz:50051") == {"target": "tenant-7.authz:50051"}

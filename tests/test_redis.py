@@ -72,6 +72,15 @@ def test_check_options_reports_unknown_managed_and_mistyped_options() -> None:
     assert errors and errors[0].id.startswith("pooled_clients.E")
 
 
+def test_system_check_names_the_missing_redis_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    definition = {"BACKEND": BACKEND, "OPTIONS": {"url": "redis://cache:6379/0"}}
+    assert validate_definition("locks", definition) == []
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if it were not installed
+    problems = validate_definition("locks", definition)
+    assert [p.id for p in problems] == ["pooled_clients.E011"]
+    assert "django-pooled-clients[redis]" in problems[0].message
+
+
 def test_keys_are_database_numbers_or_urls_and_never_show_a_password() -> None:
     backend = RedisBackend("locks", {"host": "cache", "password": PASSWORD})
     assert backend.key_options(3) == {"db": 3}

@@ -78,6 +78,15 @@ def test_check_options_reports_unknown_and_mistyped_options() -> None:
     assert errors and errors[0].id.startswith("pooled_clients.E")
 
 
+def test_system_check_names_the_missing_websockets_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    definition = {"BACKEND": BACKEND, "OPTIONS": {"url": "ws://h/"}}
+    assert validate_definition("ws", definition) == []
+    monkeypatch.setitem(sys.modules, "websockets", None)  # as if it were not installed
+    problems = validate_definition("ws", definition)
+    assert [p.id for p in problems] == ["pooled_clients.E011"]
+    assert "django-pooled-clients[websocket]" in problems[0].message
+
+
 def test_a_key_is_a_path_on_the_base_url_and_is_shown_without_its_query(
         ws_server: WebSocketEchoServer) -> None:
     backend = WebSocketBackend("streams", {"base_url": ws_server.url + "ws/"})

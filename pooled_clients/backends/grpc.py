@@ -24,6 +24,7 @@ channel inherited across a fork is abandoned by the pool, never used nor closed.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -79,9 +80,8 @@ class _GRPCConfig:
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
         """Every problem with the gRPC OPTIONS, without any network or file I/O."""
-        try:
-            import grpc  # noqa: F401
-        except ImportError:
+        # Looked up, not imported: grpcio loads only in a process that opens a channel.
+        if importlib.util.find_spec("grpc") is None:
             return [_INSTALL_HINT]
         problems = unknown_options(options, OPTION_NAMES)
         target = options.get("target")
@@ -120,11 +120,8 @@ class _GRPCConfig:
             if not isinstance(service, str):
                 problems.append(f"'health_service' is {service!r}; expected a service name "
                                 "(\"\" for the whole server) or None.")
-            else:
-                try:
-                    import grpc_health.v1.health_pb2  # noqa: F401
-                except ImportError:
-                    problems.append(_HEALTH_HINT)
+            elif importlib.util.find_spec("grpc_health") is None:
+                problems.append(_HEALTH_HINT)
         metadata = options.get("metadata")
         if metadata is not None and (not isinstance(metadata, Mapping) or not all(
             isinstance(k, str) and k == k.lower() and isinstance(v, str)

@@ -196,9 +196,10 @@ class _RedisConfig:
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
         """Every problem with the Redis OPTIONS, without any network I/O."""
         try:
-            keywords = _redis_keywords()
+            import redis  # noqa: F401
         except ImportError:
             return [_INSTALL_HINT]
+        keywords = _redis_keywords()
         # The full list of redis.Redis keywords is too long to be read in a message.
         problems = [
             f"unknown option {name!r}; expected 'url' or a keyword of redis.Redis (host, port, "

@@ -19,6 +19,7 @@ when the socket is returned cannot be seen: read what you asked for before relea
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import ipaddress
 import ssl
@@ -98,9 +99,7 @@ class _WebSocketConfig:
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
         """Every problem with the WebSocket OPTIONS, without any network or file I/O."""
-        try:
-            import websockets  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("websockets") is None:
             return [_INSTALL_HINT]
         problems = unknown_options(options, OPTION_NAMES)
         url, base_url = options.get("url"), options.get("base_url")

@@ -81,16 +81,35 @@ def test_system_check_names_the_missing_redis_extra(monkeypatch: pytest.MonkeyPa
     assert "django-pooled-clients[redis]" in problems[0].message
 
 
-def test_keys_are_database_numbers_or_urls_and_never_show_a_password() -> None:
+def test_keys_are_database_numbers_or_urls_and_never_show_a_password(
+        redis_server: RedisServer) -> None:
     backend = RedisBackend("locks", {"host": "cache", "password": PASSWORD})
     assert backend.key_options(3) == {"db": 3}
-    assert backend.key_options("redis://:pw@other:6380/1") == {"url": "redis://:pw@other:6380/1"}
+    assert backend.key_options("redis://:pw@other:6380/1")["url"] == "redis://:pw@other:6380/1"
     assert backend.describe_key(3) == "db 3"
     assert backend.describe_key("redis://:pw@other:6380/1") == "redis://other:6380/1"
     with pytest.raises(ValueError, match="database number or a redis:// URL"):
         backend.key_options(("cache", 6379))
     assert backend.describe() == "redis://cache:6379/0"
     assert PASSWORD in backend.secrets()
+    # Merged over the pool's OPTIONS as a keyed pool does: a db key wins over the URL's db,
+    # a URL key over the pool's host and port.
+    by_url = {"url": f"redis://127.0.0.1:{redis_server.port}/0", "password": PASSWORD}
+    by_host = {"host": "127.0.0.1", "port": redis_server.port, "password": PASSWORD}
+    for options, key in ((by_url, 3), (by_host, f"redis://127.0.0.1:{redis_server.port}/3")):
+        keyed = RedisBackend("locks", {**options, **backend.key_options(key)})
+        assert RedisBackend.check_options(keyed.options) == []
+        assert keyed.describe() == f"redis://127.0.0.1:{redis_server.port}/3"
+        client = keyed.create()
+        try:
+            client.set("keyed", str(key))
+        finally:
+            keyed.close(client)
+        witness = RedisBackend("witness", {**by_host, "db": 3}).create()
+        try:
+            assert witness.get("keyed") == str(key).encode()
+        finally:
+            witness.close()
 
 
 def test_sixteen_threads_counting_through_a_pool_of_four_count_exactly(

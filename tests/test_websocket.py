@@ -70,6 +70,8 @@ def test_check_options_reports_unknown_and_mistyped_options() -> None:
                      "'subprotocols' is 'chat'", "'ping_timeout' is 0",
                      "'tls' has unknown key 'cafle'"):
         assert expected in problems, expected
+    assert "'url' (or 'base_url' with keys as paths) is required" in "".join(
+        WebSocketBackend.check_options({"headers": {}}))
     assert "use a wss:// URL" in "".join(
         WebSocketBackend.check_options({"url": "ws://h/", "tls": True}))
     assert WebSocketBackend.check_options({"base_url": "wss://h/v1/", "subprotocols": ["a"],

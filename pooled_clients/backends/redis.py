@@ -24,7 +24,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pooled_clients.aio import AsyncClientBackend
 from pooled_clients.backends.base import ClientBackend, describe_key_hash, time_left
@@ -39,6 +39,8 @@ __all__ = ["AsyncRedisBackend", "RedisBackend"]
 _INSTALL_HINT = ("redis-py is not installed; install it with "
                  "'pip install django-pooled-clients[redis]'.")
 _SCHEMES = ("redis", "rediss", "unix")
+#: Options that give the address ``url`` gives; a URL key sets them to None.
+_ADDRESS_OPTIONS = ("host", "port", "unix_socket_path")
 #: redis.Redis keywords the pool sets itself.
 _MANAGED = ("connection_pool", "single_connection_client", "max_connections")
 #: Commands after which a connection is never handed to another caller.
@@ -214,8 +216,8 @@ class _RedisConfig:
                 shown = mask_url(url) if isinstance(url, str) else url
                 problems.append(f"'url' is {shown!r}; expected a redis://, rediss:// or "
                                 "unix:// URL.")
-            for name in ("host", "port", "unix_socket_path"):
-                if name in options:
+            for name in _ADDRESS_OPTIONS:
+                if options.get(name) is not None:
                     problems.append(f"{name!r} and 'url' are both set; give the address once.")
         host = options.get("host")
         if host is not None and (not isinstance(host, str) or not host):
@@ -241,28 +243,42 @@ class _RedisConfig:
                                 "or None.")
         return problems
 
+    def _url(self) -> str | None:
+        """``url`` with ``db``, when both are given, as its database (a key's ``db`` wins)."""
+        url: str | None = self.options.get("url")
+        db = self.options.get("db")
+        if url and db is not None and urlsplit(url).scheme != "unix":
+            url = urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+        return url
+
     def _client_kwargs(self, connect_timeout: float) -> tuple[str | None, dict[str, Any]]:
-        kwargs = {k: v for k, v in self.options.items() if k != "url"}
+        url = self._url()
+        # A URL key leaves the pool's address options as None: the URL gives the address.
+        kwargs = {k: v for k, v in self.options.items()
+                  if k != "url" and not (v is None and k in _ADDRESS_OPTIONS)}
+        if url:
+            kwargs.pop("db", None)
         configured = kwargs.get("socket_connect_timeout")
         kwargs["socket_connect_timeout"] = (
             min(connect_timeout, configured) if configured else connect_timeout)
         kwargs["max_connections"] = 1
-        return self.options.get("url"), kwargs
+        return url, kwargs
 
     def describe(self) -> str:
         """``redis://[user@]host:port/db`` (``rediss://`` with TLS); never a password."""
-        url = self.options.get("url")
+        url = self._url()
         if url:
             return mask_url(url)
         if self.options.get("unix_socket_path"):
             return f"unix://{self.options['unix_socket_path']}"
         scheme = "rediss" if self.options.get("ssl") else "redis"
-        host = str(self.options.get("host", "localhost"))
+        host = str(self.options.get("host") or "localhost")
         if ":" in host:
             host = f"[{host}]"
         user = self.options.get("username")
         netloc = f"{user}@{host}" if user else host
-        return f"{scheme}://{netloc}:{self.options.get('port', 6379)}/{self.options.get('db', 0)}"
+        return (f"{scheme}://{netloc}:{self.options.get('port') or 6379}/"
+                f"{self.options.get('db') or 0}")
 
     def secrets(self) -> list[str]:
         """The password (also one written in ``url``) and any other secret option."""
@@ -277,11 +293,12 @@ class _RedisConfig:
         return found
 
     def key_options(self, key: Any) -> dict[str, Any]:
-        """A database number selects ``db``; a ``redis://`` URL replaces the address."""
+        """A database number selects ``db`` (also over the database of ``url``); a
+        ``redis://`` URL replaces the address."""
         if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
             return {"db": key}
         if isinstance(key, str) and urlsplit(key).scheme in _SCHEMES:
-            return {"url": key}
+            return {"url": key, **dict.fromkeys(_ADDRESS_OPTIONS)}
         raise ValueError(f"{type(self).__name__}: a key is a database number or a redis:// "
                          f"URL, not a {type(key).__name__}.")
 

@@ -105,6 +105,9 @@ class _WebSocketConfig:
         url, base_url = options.get("url"), options.get("base_url")
         if url is not None and base_url is not None:
             problems.append("'url' and 'base_url' are both set; give one.")
+        elif url is None and base_url is None:
+            problems.append("'url' (or 'base_url' with keys as paths) is required; expected a "
+                            "ws:// or wss:// URL.")
         for name, value in (("url", url), ("base_url", base_url)):
             if value is None:
                 continue

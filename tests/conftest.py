@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers on 127.0.0.1 (PostgreSQL, an HTTP upstream, a fault proxy, TLS)."""
+"""Shared fixtures: real servers on 127.0.0.1 (PostgreSQL, an HTTP upstream, a fault proxy, TLS,
+Redis, a WebSocket echo server, a gRPC health server)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from devservers.grpc import GRPCHealthServer
 from devservers.http import UpstreamServer
 from devservers.postgres import PostgresCluster
 from devservers.proxy import FaultProxy
+from devservers.redis import RedisServer
 from devservers.tls import Certs, make_certificates
+from devservers.websocket import WebSocketEchoServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,3 +73,29 @@ def test_output_dir(request: pytest.FixtureRequest) -> Path:
     path = REPO_ROOT / "test-output" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: The password of the session's Redis server (``redis_server``).
+REDIS_PASSWORD = "redis-s3cret-pw"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One password-protected redis-server (:data:`REDIS_PASSWORD`) for the session; tests
+    that stop or restart a server start their own."""
+    with RedisServer(password=REDIS_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ws_server() -> Iterator[WebSocketEchoServer]:
+    """One WebSocket echo server for the session."""
+    with WebSocketEchoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def grpc_server() -> Iterator[GRPCHealthServer]:
+    """One gRPC server for the session: health service SERVING for ``""`` and ``"authz"``."""
+    with GRPCHealthServer(services=("", "authz")) as server:
+        yield server

@@ -10,6 +10,11 @@ directly precedes the fence:
   ``<upstream>/json/v1/``) configured; no client may be left checked out.
 - ``<!-- test: pytest -->``: a test module; all of them run in one pytest subprocess, with the
   plugin loaded from its entry point and the same two pools in the project's settings.
+- ``<!-- test: example -->``: a worked example, settings and code in one block. Its top-level
+  statements up to the last ``POOLED_CLIENTS = ...`` are its settings: they run first (with
+  the environment variables of ``_example_environment`` pointing at the test servers), each
+  pool must pass validation and is configured, ``CACHES`` too when the block sets it; then the
+  rest runs (top-level ``await`` allowed). No client may be left checked out.
 
 ``mkdocs build --strict`` itself runs in ``scripts/test``.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -33,8 +39,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from devservers.grpc import GRPCHealthServer
 from devservers.http import UpstreamServer
 from devservers.postgres import PostgresCluster
+from devservers.redis import RedisServer
+from devservers.websocket import WebSocketEchoServer
 from pooled_clients import PoolStats
 from pooled_clients.conf import validate_definition
 from pooled_clients.stats import Lease
@@ -137,7 +146,7 @@ def test_api_reference_names_every_stats_field_and_error() -> None:
 def test_the_docs_have_tested_snippets_of_every_kind() -> None:
     # A broken marker would silently test nothing.
     kinds = {s.kind for s in SNIPPETS}
-    assert kinds == {"settings", "run", "pytest"}, kinds
+    assert kinds == {"settings", "run", "pytest", "example"}, kinds
 
 
 # --------------------------------------------------------------------------- settings blocks
@@ -169,6 +178,60 @@ def test_runnable_snippet_runs(snippet: Snippet, postgres: PostgresCluster,
     result = eval(code, {"__name__": "docs_snippet"})
     if inspect.iscoroutine(result):
         asyncio.run(result)
+    assert leaked_leases() == {}
+
+
+# --------------------------------------------------------------------------- worked examples
+
+
+def _example_environment(redis: RedisServer, ws: WebSocketEchoServer,
+                         grpc: GRPCHealthServer) -> dict[str, str]:
+    """What the worked examples read from ``os.environ``: the test servers' addresses."""
+    assert redis.password is not None
+    return {
+        "REDIS_URL": f"redis://{redis.host}:{redis.port}",
+        "REDIS_PASSWORD": redis.password,
+        "MARKET_WS_URL": ws.url,
+        "MARKET_TOKEN": "market-token-for-docs",
+        "AUTHORIZER_TARGET": grpc.target,
+        "AUTHORIZER_API_KEY": "authorizer-key-for-docs",
+    }
+
+
+def _settings_end(tree: ast.Module) -> int:
+    """Index after the last top-level ``POOLED_CLIENTS = ...`` statement."""
+    ends = [i + 1 for i, node in enumerate(tree.body) if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "POOLED_CLIENTS" for t in node.targets)]
+    assert ends, "a worked example defines POOLED_CLIENTS"
+    return ends[-1]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("snippet", _of_kind("example"))
+def test_worked_example_runs_against_real_servers(
+        snippet: Snippet, redis_server: RedisServer, ws_server: WebSocketEchoServer,
+        grpc_server: GRPCHealthServer, monkeypatch: pytest.MonkeyPatch,
+        pooled_clients_settings: Configure) -> None:
+    from django.test import override_settings
+
+    for name, value in _example_environment(redis_server, ws_server, grpc_server).items():
+        monkeypatch.setenv(name, value)
+    tree = ast.parse(snippet.code)
+    end = _settings_end(tree)
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    settings_part = ast.Module(body=tree.body[:end], type_ignores=[])
+    exec(compile(settings_part, snippet.id, "exec"), namespace)
+    for alias, definition in namespace["POOLED_CLIENTS"].items():
+        assert validate_definition(alias, definition) == [], alias
+        pooled_clients_settings(alias, definition)
+    code_part = ast.Module(body=tree.body[end:], type_ignores=[])
+    with contextlib.ExitStack() as stack:
+        if "CACHES" in namespace:
+            stack.enter_context(override_settings(CACHES=namespace["CACHES"]))
+        code = compile(code_part, snippet.id, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        result = eval(code, namespace)
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
     assert leaked_leases() == {}
 
 

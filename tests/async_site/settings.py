@@ -2,7 +2,8 @@
 
 Configured from the environment by the test that starts it: ``ASYNC_SITE_CONNINFO``
 (PostgreSQL), ``ASYNC_SITE_APP_NAME`` (application_name of its sessions) and
-``ASYNC_SITE_MAX_SIZE``.
+``ASYNC_SITE_MAX_SIZE``; with ``ASYNC_SITE_WS_URL`` also a WebSocket pool ``ws`` of
+``ASYNC_SITE_WS_MAX_SIZE`` (4) clients.
 """
 
 import os
@@ -27,3 +28,11 @@ POOLED_CLIENTS = {
         "TIMEOUT": 30.0,
     },
 }
+
+if os.environ.get("ASYNC_SITE_WS_URL"):
+    POOLED_CLIENTS["ws"] = {
+        "BACKEND": "pooled_clients.backends.websocket.AsyncWebSocketBackend",
+        "OPTIONS": {"url": os.environ["ASYNC_SITE_WS_URL"]},
+        "MAX_SIZE": int(os.environ.get("ASYNC_SITE_WS_MAX_SIZE", "4")),
+        "TIMEOUT": 30.0,
+    }

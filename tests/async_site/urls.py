@@ -6,4 +6,5 @@ urlpatterns = [
     path("hold/", views.hold),
     path("lag/", views.lag),
     path("idle/", views.idle),
+    path("ws-echo/", views.ws_echo),
 ]

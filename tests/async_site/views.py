@@ -78,3 +78,12 @@ async def idle(request: HttpRequest) -> JsonResponse:
     _ensure_probe()
     await asyncio.sleep(0.05)
     return JsonResponse({"pid": None})
+
+
+async def ws_echo(request: HttpRequest) -> JsonResponse:
+    """One round trip over a pooled WebSocket (pool ``ws``, when ASYNC_SITE_WS_URL is set)."""
+    async with pools["ws"].aconnection() as ws:
+        await ws.send(request.GET.get("say", ""))
+        reply = await ws.recv()
+    stats = pools["ws"].stats()
+    return JsonResponse({"reply": reply, "size": stats.size, "created": stats.created_total})

@@ -25,6 +25,13 @@ POOLED_CLIENTS = {
         "TIMEOUT": 10.0,
     },
 }
+if os.environ.get("LIFECYCLE_GRPC_TARGET"):
+    POOLED_CLIENTS["grpc"] = {
+        "BACKEND": "pooled_clients.backends.grpc.GRPCChannelBackend",
+        "OPTIONS": {"target": os.environ["LIFECYCLE_GRPC_TARGET"], "health_service": ""},
+        "MAX_SIZE": 2,
+        "TIMEOUT": 10.0,
+    }
 POOLED_CLIENTS_SHUTDOWN_TIMEOUT = float(os.environ.get("LIFECYCLE_SHUTDOWN_TIMEOUT", "2.0"))
 
 LOGGING = {

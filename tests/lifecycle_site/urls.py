@@ -4,4 +4,5 @@ from tests.lifecycle_site import views
 
 urlpatterns = [
     path("pid/", views.pid),
+    path("grpc/", views.grpc_health),
 ]

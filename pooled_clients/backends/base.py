@@ -82,9 +82,8 @@ def number_fault(value: object, minimum: float, maximum: float, *,
         return "type"
     if integer and not isinstance(value, int):
         return "type"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "range"
-    # int/float comparisons are exact in Python: no overflow for huge integers.
+    # NaN fails every comparison and infinity exceeds any maximum; int/float comparisons
+    # are exact in Python, so a huge integer cannot overflow here.
     return None if minimum <= value <= maximum else "range"
 
 

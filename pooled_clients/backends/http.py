@@ -227,11 +227,13 @@ class HTTPBackend(ClientBackend[PooledSession]):
                             "status codes (integers from 100 to 599).")
         methods = options.get("allowed_methods")
         if methods is not None and not provided_at_creation(methods) and (
-            not isinstance(methods, list | tuple | set | frozenset)
+            not isinstance(methods, list | tuple | set | frozenset) or not methods
             or not all(isinstance(m, str) and _TOKEN.fullmatch(m) for m in methods)
         ):
-            problems.append(f"'allowed_methods' is {show(methods)}; expected a list of method "
-                            "names such as ['GET', 'PUT'], or None.")
+            # An empty list would mean "every method" to urllib3 (deprecated there).
+            problems.append(f"'allowed_methods' is {show(methods)}; expected a non-empty list "
+                            "of method names such as ['GET', 'PUT'], or None (urllib3's "
+                            "idempotent methods).")
         problems += _check_headers(options.get("headers"))
         auth = options.get("auth")
         if auth is not None and not provided_at_creation(auth) and not (

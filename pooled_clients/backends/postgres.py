@@ -38,13 +38,14 @@ PSYCOPG_KEYWORDS = frozenset({
 _SECRET_PARAMS = ("password", "sslpassword")
 
 
-#: libpq keywords that take an integer (as an int or a string of digits), with bounds.
+#: libpq keywords that take an integer (as an int or a string of digits), with the bounds
+#: libpq and the kernel accept (Linux refuses TCP_KEEPIDLE 0 or above 32767, for example).
 _INTEGER_PARAMS: dict[str, tuple[int, int]] = {
     "connect_timeout": (0, 86400),
     "keepalives": (0, 1),
-    "keepalives_idle": (0, 86400),
-    "keepalives_interval": (0, 86400),
-    "keepalives_count": (0, 1000),
+    "keepalives_idle": (1, 32767),
+    "keepalives_interval": (1, 32767),
+    "keepalives_count": (1, 127),
     "tcp_user_timeout": (0, 86_400_000),
 }
 #: libpq keywords that take one of a few words.
@@ -155,8 +156,8 @@ def _check_param_values(params: Mapping[str, Any]) -> list[str]:
         problems.append(f"'port' is {show(str(port))}; expected an integer from 1 to 65535 "
                         "(or a comma-separated list of them).")
     for name, (low, high) in _INTEGER_PARAMS.items():
-        value = str(params.get(name, "")).strip()
-        if value and not _is_int_text(value, low, high):
+        value = str(params.get(name, "0")).strip()
+        if name in params and not _is_int_text(value, low, high):
             problems.append(f"{name!r} is {show(value)}; expected an integer from {low} to "
                             f"{high}.")
     for name, choices in _CHOICE_PARAMS.items():

@@ -433,6 +433,7 @@ def _validate_endpoints(alias: str, merged: Mapping[str, Any]
 # Names of URL query parameters and connection-string keywords that carry a secret.
 _SECRET_NAME = re.compile(
     r"password|passwd|pwd|secret|token|api_?key|apikey|access_?key|signature|credential", re.I)
+_MAX_DEPTH = 12
 _KEYWORD = re.compile(r"(?:^|[\s;])(\w+)\s*=")
 
 
@@ -487,6 +488,8 @@ def secrets_in_settings(alias: str, definition: Mapping[str, Any]) -> list[Probl
     problems = []
     while places:
         where, value = places.pop(0)
+        if where.count("[") > _MAX_DEPTH:  # a dict that contains itself
+            continue
         if isinstance(value, Mapping):
             places += [(f"{where}[{show(k)}]", v) for k, v in value.items()
                        if not _debug_page_hides(k)]

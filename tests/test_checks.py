@@ -254,6 +254,18 @@ def test_w001_flags_a_secret_written_in_a_url(options: dict[str, Any], fires: bo
     assert all("s3cret" not in m.msg and "DEBUG" in m.msg for m in found)
 
 
+def test_w001_stays_quiet_where_the_debug_page_masks_the_whole_pool() -> None:
+    # Django's debug page masks every setting whose name contains API, TOKEN, PASS...
+    definition = {"BACKEND": PG, "OPTIONS": {"conninfo": "postgresql://app:s3cret@db/app"}}
+    assert "pooled_clients.W001" not in ids_for({"billing_api": definition})
+
+
+def test_a_dict_that_contains_itself_is_reported_not_looped_over() -> None:
+    options: dict[str, Any] = {"base_url": "http://127.0.0.1:9/"}
+    options["headers"] = {"nested": options}
+    assert "pooled_clients.E011" in ids_for({"x": {"BACKEND": HTTP, "OPTIONS": options}})
+
+
 def test_w001_is_a_warning_and_the_pool_still_builds() -> None:
     definition = {"BACKEND": HTTP, "OPTIONS": {"base_url": "http://app:s3cret@127.0.0.1:9/"}}
     with override_settings(POOLED_CLIENTS={"payments": definition}):

@@ -56,7 +56,29 @@ _CHOICE_PARAMS: dict[str, tuple[str, ...]] = {
     "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby",
                              "prefer-standby"),
     "load_balance_hosts": ("disable", "random"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "min_protocol_version": ("3.0", "3.2", "latest"),
+    "max_protocol_version": ("3.0", "3.2", "latest"),
+    "ssl_min_protocol_version": ("", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "replication": ("", "true", "on", "yes", "1", "false", "off", "no", "0", "database"),
 }
+_AUTH_METHODS = frozenset({"password", "md5", "gss", "sspi", "scram-sha-256", "oauth", "none"})
+#: Encoding names the server accepts, compared as it does: lower case, letters and digits only.
+_ENCODINGS = frozenset({
+    "auto", "abc", "alt", "big5", "euccn", "eucjis2004", "eucjp", "euckr", "euctw", "gb18030",
+    "gbk", "iso88591", "iso885910", "iso885913", "iso885914", "iso885915", "iso885916",
+    "iso88595", "iso88596", "iso88597", "iso88598", "iso88599", "johab", "koi8", "koi8r",
+    "koi8u", "latin1", "latin2", "latin3", "latin4", "latin5", "latin6", "latin7", "latin8",
+    "latin9", "latin10", "mskanji", "muleinternal", "shiftjis", "shiftjis2004", "sjis",
+    "sqlascii", "tcvn", "tcvn5712", "uhc", "unicode", "utf8", "vscii", "win", "win866",
+    "win874", "win932", "win936", "win949", "win950", "windows866", "windows874",
+    "windows932", "windows936", "windows949", "windows950",
+    *(f"win{n}" for n in range(1250, 1259)), *(f"windows{n}" for n in range(1250, 1259)),
+})
+#: libpq's SCRAM keys: the base64 of a SHA-256-sized key.
+_SCRAM_KEYS = ("scram_client_key", "scram_server_key")
 _MAX_PREPARE_THRESHOLD = 1_000_000
 
 
@@ -165,7 +187,30 @@ def _check_param_values(params: Mapping[str, Any]) -> list[str]:
         if word is not None and word not in choices:
             problems.append(f"{name!r} is {show(word)}; expected one of "
                             f"{', '.join(repr(c) for c in choices)}.")
+    methods = params.get("require_auth")
+    if methods is not None and not all(
+            method.removeprefix("!") in _AUTH_METHODS for method in methods.split(",")):
+        problems.append(f"'require_auth' is {show(methods)}; expected a comma-separated list "
+                        f"of {', '.join(sorted(_AUTH_METHODS))}, each may start with '!'.")
+    encoding = params.get("client_encoding")
+    if encoding and re.sub(r"[^a-z0-9]", "", encoding.lower()) not in _ENCODINGS:
+        problems.append(f"'client_encoding' is {show(encoding)}; expected a PostgreSQL "
+                        "encoding name such as 'UTF8', or 'auto'.")
+    for name in _SCRAM_KEYS:
+        if name in params and not _is_scram_key(params[name]):
+            # Not shown: it is a key.
+            problems.append(f"{name!r} is not the base64 of a 32-byte key.")
     return problems
+
+
+def _is_scram_key(text: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _is_int_text(text: str, low: int, high: int) -> bool:

@@ -89,9 +89,9 @@ ERROR_IDS: dict[str, str] = {
                            "INSTALLED_APPS: the health page's HTML format fails.",
 }
 
-#: The most clients, waiters or creation retries a setting may count.
+#: The most clients or waiters a setting may count, and the most creation retries.
 MAX_COUNT = 10_000
-MAX_RETRIES = 100
+MAX_CONNECT_RETRIES = 100
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,11 @@ def _seconds(name: str, default: Any, doc: str, *, positive: bool = True,
                maximum=MAX_SECONDS, allow_none=allow_none, default_doc=default_doc)
 
 
+_HEALTH_KEYS: dict[str, Key] = {
+    "CRITICAL": Key("CRITICAL", True, "bool", "Include the pool in `pool_checks()`."),
+    "TIMEOUT": _seconds("TIMEOUT", 2.0, "Seconds the health check may take."),
+}
+
 POOL_KEYS: tuple[Key, ...] = (
     Key("BACKEND", None, "str", "Dotted path of the `ClientBackend` subclass. Required.",
         default_doc="required"),
@@ -154,7 +159,7 @@ POOL_KEYS: tuple[Key, ...] = (
     _seconds("CONNECT_TIMEOUT", 5.0, "Bound on one creation attempt (for HTTP: the connect "
              "part of the request timeout)."),
     Key("CONNECT_RETRIES", 2, "int", "Further creation attempts after a failure.", minimum=0,
-        maximum=MAX_RETRIES),
+        maximum=MAX_CONNECT_RETRIES),
     _seconds("RETRY_BACKOFF", 0.5, "Wait before the first retry, doubled each time, jittered.",
              positive=False),
     _seconds("RETRY_BACKOFF_MAX", 5.0, "Longest wait between retries; also the probe interval "
@@ -163,9 +168,10 @@ POOL_KEYS: tuple[Key, ...] = (
              "acquiring stack.", allow_none=True),
     _seconds("KEEPALIVE_INTERVAL", None, "Seconds; validate idle clients in the background.",
              allow_none=True),
-    Key("HEALTH", {"CRITICAL": True, "TIMEOUT": 2.0}, "health", "`CRITICAL` (True or False): "
-        "include the pool in `pool_checks()`; `TIMEOUT` (a number of seconds from 0.1 to "
-        "86400): seconds the health check may take.",
+    Key("HEALTH", {"CRITICAL": True, "TIMEOUT": 2.0}, "health", "`CRITICAL` "
+        f"({_HEALTH_KEYS['CRITICAL'].expectation()}): include the pool in `pool_checks()`; "
+        f"`TIMEOUT` ({_HEALTH_KEYS['TIMEOUT'].expectation()}): seconds the health check may "
+        "take.",
         default_doc='{"CRITICAL": True, "TIMEOUT": 2.0}'),
     Key("ENDPOINTS", None, "endpoints", "Named endpoints, each `{\"OPTIONS\": {...}, "
         "\"MAX_SIZE\": n, \"MIN_SIZE\": n}` merged over the pool's.", allow_none=True,
@@ -177,10 +183,6 @@ POOL_KEYS: tuple[Key, ...] = (
         choices=("first", "round_robin", "least_busy")),
 )
 _KEYS_BY_NAME = {key.name: key for key in POOL_KEYS}
-_HEALTH_KEYS: dict[str, Key] = {
-    "CRITICAL": Key("CRITICAL", True, "bool", "Include the pool in `pool_checks()`."),
-    "TIMEOUT": _seconds("TIMEOUT", 2.0, "Seconds the health check may take."),
-}
 #: Keys an endpoint may override.
 ENDPOINT_KEYS: frozenset[str] = frozenset({"OPTIONS", "MAX_SIZE", "MIN_SIZE"})
 

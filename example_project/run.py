@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 "DJANGO_SETTINGS_MODULE": "example_project.settings",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                             env.get("PYTHONPATH")])),
-                "EXAMPLE_WAREHOUSE_URL": warehouse_url,
+                "EXAMPLE_WAREHOUSE_URL": cluster.conninfo("app", password=False),
+                "EXAMPLE_WAREHOUSE_PASSWORD": cluster.password,
                 "EXAMPLE_PAYMENTS_URL": upstream.url + "json/v1/",
                 "EXAMPLE_PAYMENTS_TOKEN": env.get("EXAMPLE_PAYMENTS_TOKEN")
                 or secrets.token_urlsafe(16),

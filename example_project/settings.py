@@ -4,7 +4,10 @@ Django's own database is SQLite; the pools reach services this site does not own
 "warehouse" and a "payments" HTTP API. ``example_project.run`` starts both on 127.0.0.1 and passes
 their addresses in the environment:
 
-- ``EXAMPLE_WAREHOUSE_URL``: ``postgresql://`` URL of the warehouse database;
+- ``EXAMPLE_WAREHOUSE_URL``: ``postgresql://`` URL of the warehouse database, without the
+  password;
+- ``EXAMPLE_WAREHOUSE_PASSWORD``: its password (in OPTIONS["password"], which Django's debug
+  page masks, unlike a password inside the URL);
 - ``EXAMPLE_PAYMENTS_URL``: base URL of the payments API;
 - ``EXAMPLE_PAYMENTS_TOKEN``: the API token (sent as a header, never shown anywhere);
 - ``EXAMPLE_SQLITE_PATH``: where Django's own database lives;
@@ -72,6 +75,7 @@ USE_TZ = True
 STATIC_URL = "/static/"
 
 WAREHOUSE_URL = os.environ.get("EXAMPLE_WAREHOUSE_URL", "postgresql://app@127.0.0.1:5432/app")
+WAREHOUSE_PASSWORD = os.environ.get("EXAMPLE_WAREHOUSE_PASSWORD")
 PAYMENTS_URL = os.environ.get("EXAMPLE_PAYMENTS_URL", "http://127.0.0.1:8001/")
 PAYMENTS_TOKEN = os.environ.get("EXAMPLE_PAYMENTS_TOKEN", "")
 ASGI_URL = os.environ.get("EXAMPLE_ASGI_URL", "http://127.0.0.1:8001/")
@@ -84,6 +88,7 @@ POOLED_CLIENTS = {
         "BACKEND": "pooled_clients.backends.postgres.PostgresBackend",
         "OPTIONS": {
             "conninfo": WAREHOUSE_URL,
+            "password": WAREHOUSE_PASSWORD,
             "autocommit": True,
             "application_name": "example-warehouse",
         },
@@ -98,6 +103,7 @@ POOLED_CLIENTS = {
         "BACKEND": "pooled_clients.backends.postgres.AsyncPostgresBackend",
         "OPTIONS": {
             "conninfo": WAREHOUSE_URL,
+            "password": WAREHOUSE_PASSWORD,
             "autocommit": True,
             "application_name": "example-warehouse-async",
         },

@@ -6,18 +6,27 @@ produced from :data:`POOL_KEYS` and :data:`PROCESS_SETTINGS`, so they cannot dri
 
 from __future__ import annotations
 
-import difflib
-import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from pooled_clients.backends.base import ClientBackend
+from pooled_clients.backends.base import (
+    MAX_SECONDS,
+    MIN_SECONDS,
+    ClientBackend,
+    did_you_mean,
+    number_fault,
+    show,
+    span,
+)
 from pooled_clients.core import PoolSettings
+from pooled_clients.masking import mask_text
 
 __all__ = [
     "ERROR_IDS",
@@ -40,6 +49,11 @@ class Problem:
     id: str
     message: str
 
+    @property
+    def is_error(self) -> bool:
+        """True for an error (``pooled_clients.E...``); False for a warning (``W...``)."""
+        return not self.id.startswith("pooled_clients.W")
+
 
 #: Every system-check id this project reports, with what triggers it. Stable once released.
 ERROR_IDS: dict[str, str] = {
@@ -47,20 +61,37 @@ ERROR_IDS: dict[str, str] = {
     "pooled_clients.E002": "An alias is not a non-empty string, or its definition is not a dict.",
     "pooled_clients.E003": "A pool definition has an unknown (misspelled) key.",
     "pooled_clients.E004": "A pool definition has no BACKEND.",
-    "pooled_clients.E005": "BACKEND cannot be imported.",
+    "pooled_clients.E005": "BACKEND cannot be imported (its module is missing or raises on "
+                           "import).",
     "pooled_clients.E006": "BACKEND is not a ClientBackend subclass.",
-    "pooled_clients.E007": "A key has a value of the wrong type.",
-    "pooled_clients.E008": "A number is out of its allowed range.",
+    "pooled_clients.E007": "A key has a value of the wrong type (a bool is not a number).",
+    "pooled_clients.E008": "A number is out of its allowed range, NaN or infinite.",
     "pooled_clients.E009": "A key's value is not one of its allowed choices.",
     "pooled_clients.E010": "MIN_SIZE is greater than MAX_SIZE.",
-    "pooled_clients.E011": "The backend rejects the pool's OPTIONS.",
+    "pooled_clients.E011": "The backend rejects the pool's OPTIONS (each bad option is "
+                           "reported).",
     "pooled_clients.E012": "HEALTH has an unknown key or a bad value.",
     "pooled_clients.E013": "ENDPOINTS is malformed (not a non-empty dict of name -> definition).",
     "pooled_clients.E014": "An endpoint definition has an unknown key.",
     "pooled_clients.E015": "TOTAL_MAX_SIZE or ROUTING is set on a pool without ENDPOINTS.",
     "pooled_clients.E016": "ENDPOINTS is set on a pool whose BACKEND is async.",
     "pooled_clients.E020": "A process-wide POOLED_CLIENTS_* setting is unknown or has a bad value.",
+    "pooled_clients.E021": "POOLED_CLIENTS_SHARED_STATUS names a cache alias that is not in "
+                           "CACHES.",
+    "pooled_clients.E022": "POOLED_CLIENTS_SHARED_STATUS_MAX_AGE is not longer than "
+                           "POOLED_CLIENTS_SHARED_STATUS_INTERVAL: workers would drop off the "
+                           "page between two publications.",
+    "pooled_clients.W001": "A password or token is written inside a URL or connection string "
+                           "in POOLED_CLIENTS, where Django's debug page shows it.",
+    "pooled_clients.W002": "POOLED_CLIENTS_SHARED_STATUS uses a cache that is not shared "
+                           "between processes (LocMemCache, DummyCache).",
+    "pooled_clients.W003": "pooled_clients.health is used but \"health_check\" is not in "
+                           "INSTALLED_APPS: the health page's HTML format fails.",
 }
+
+#: The most clients or waiters a setting may count, and the most creation retries.
+MAX_COUNT = 10_000
+MAX_CONNECT_RETRIES = 100
 
 
 @dataclass(frozen=True)
@@ -71,8 +102,8 @@ class Key:
     default: Any
     kind: str  # "int", "float", "choice", "bool", "str", "dict", "health", "endpoints"
     doc: str
-    minimum: float | None = None
-    exclusive_minimum: bool = False
+    minimum: float = 0
+    maximum: float = 0
     allow_none: bool = False
     choices: tuple[str, ...] = ()
     default_doc: str | None = None
@@ -82,13 +113,7 @@ class Key:
         if self.kind == "choice":
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.kind in ("int", "float"):
-            noun = "an integer" if self.kind == "int" else "a number of seconds"
-            if self.minimum is None:
-                text = noun
-            elif self.exclusive_minimum:
-                text = f"{noun} > {self.minimum:g}"
-            else:
-                text = f"{noun} >= {self.minimum:g}"
+            text = span(self.minimum, self.maximum, integer=self.kind == "int")
         elif self.kind == "bool":
             text = "True or False"
         elif self.kind == "str":
@@ -98,54 +123,66 @@ class Key:
         return f"{text} or None" if self.allow_none else text
 
 
+def _seconds(name: str, default: Any, doc: str, *, positive: bool = True,
+             allow_none: bool = False, default_doc: str | None = None) -> Key:
+    """A duration: finite, at most MAX_SECONDS, and at least MIN_SECONDS when it must be
+    positive (0 is allowed otherwise)."""
+    return Key(name, default, "float", doc, minimum=MIN_SECONDS if positive else 0,
+               maximum=MAX_SECONDS, allow_none=allow_none, default_doc=default_doc)
+
+
+_HEALTH_KEYS: dict[str, Key] = {
+    "CRITICAL": Key("CRITICAL", True, "bool", "Include the pool in `pool_checks()`."),
+    "TIMEOUT": _seconds("TIMEOUT", 2.0, "Seconds the health check may take."),
+}
+
 POOL_KEYS: tuple[Key, ...] = (
     Key("BACKEND", None, "str", "Dotted path of the `ClientBackend` subclass. Required.",
         default_doc="required"),
-    Key("OPTIONS", {}, "dict", "Backend options (lower-case keys), passed to the backend."),
+    Key("OPTIONS", {}, "dict", "Backend options (lower-case keys), passed to the backend. "
+        "A value may be a callable, called for each client creation."),
     Key("MIN_SIZE", 0, "int", "Clients kept open once the pool is first used, filled in the "
-        "background.", minimum=0),
+        "background.", minimum=0, maximum=MAX_COUNT),
     Key("MAX_SIZE", 10, "int", "Hard cap of open clients (including ones being created) in "
-        "this process.", minimum=1),
-    Key("TIMEOUT", 5.0, "float", "Seconds `acquire()` may take in total, creation included.",
-        minimum=0, exclusive_minimum=True),
+        "this process.", minimum=1, maximum=MAX_COUNT),
+    _seconds("TIMEOUT", 5.0, "Seconds `acquire()` may take in total, creation included."),
     Key("MAX_WAITING", 0, "int", "0 = unbounded; otherwise the next waiter gets "
-        "`PoolExhausted`.", minimum=0),
-    Key("MAX_IDLE", 300.0, "float", "Close clients idle this long, down to MIN_SIZE.",
-        minimum=0, exclusive_minimum=True, allow_none=True),
-    Key("MAX_LIFETIME", 3600.0, "float", "Replace clients older than this, jittered a few "
-        "percent downwards.", minimum=0, exclusive_minimum=True, allow_none=True),
+        "`PoolExhausted`.", minimum=0, maximum=MAX_COUNT),
+    _seconds("MAX_IDLE", 300.0, "Close clients idle this long, down to MIN_SIZE; None: never.",
+             allow_none=True),
+    _seconds("MAX_LIFETIME", 3600.0, "Replace clients older than this, jittered a few percent "
+             "downwards; None: never.", allow_none=True),
     Key("CHECK", "idle", "choice", "Validate on checkout: `\"always\"`, `\"idle\"` (idle longer "
         "than CHECK_IDLE_AFTER) or `\"never\"`.", choices=("always", "idle", "never")),
-    Key("CHECK_IDLE_AFTER", 30.0, "float", "Seconds of idleness after which `CHECK=\"idle\"` "
-        "validates a client.", minimum=0),
-    Key("CONNECT_TIMEOUT", 5.0, "float", "Bound on one creation attempt (for HTTP: the connect "
-        "part of the request timeout).", minimum=0, exclusive_minimum=True),
-    Key("CONNECT_RETRIES", 2, "int", "Further creation attempts after a failure.", minimum=0),
-    Key("RETRY_BACKOFF", 0.5, "float", "Wait before the first retry, doubled each time, "
-        "jittered.", minimum=0),
-    Key("RETRY_BACKOFF_MAX", 5.0, "float", "Longest wait between retries; also the probe "
-        "interval while the pool fails fast.", minimum=0, exclusive_minimum=True),
-    Key("LEAK_TIMEOUT", None, "float", "Seconds; a client held longer is logged once with the "
-        "acquiring stack.", minimum=0, exclusive_minimum=True, allow_none=True),
-    Key("KEEPALIVE_INTERVAL", None, "float", "Seconds; validate idle clients in the background.",
-        minimum=0, exclusive_minimum=True, allow_none=True),
-    Key("HEALTH", {"CRITICAL": True, "TIMEOUT": 2.0}, "health", "`CRITICAL`: include the pool in "
-        "`pool_checks()`; `TIMEOUT`: seconds the health check may take.",
+    _seconds("CHECK_IDLE_AFTER", 30.0, "Seconds of idleness after which `CHECK=\"idle\"` "
+             "validates a client.", positive=False),
+    _seconds("CONNECT_TIMEOUT", 5.0, "Bound on one creation attempt (for HTTP: the connect "
+             "part of the request timeout)."),
+    Key("CONNECT_RETRIES", 2, "int", "Further creation attempts after a failure.", minimum=0,
+        maximum=MAX_CONNECT_RETRIES),
+    _seconds("RETRY_BACKOFF", 0.5, "Wait before the first retry, doubled each time, jittered.",
+             positive=False),
+    _seconds("RETRY_BACKOFF_MAX", 5.0, "Longest wait between retries; also the probe interval "
+             "while the pool fails fast."),
+    _seconds("LEAK_TIMEOUT", None, "Seconds; a client held longer is logged once with the "
+             "acquiring stack.", allow_none=True),
+    _seconds("KEEPALIVE_INTERVAL", None, "Seconds; validate idle clients in the background.",
+             allow_none=True),
+    Key("HEALTH", {"CRITICAL": True, "TIMEOUT": 2.0}, "health", "`CRITICAL` "
+        f"({_HEALTH_KEYS['CRITICAL'].expectation()}): include the pool in `pool_checks()`; "
+        f"`TIMEOUT` ({_HEALTH_KEYS['TIMEOUT'].expectation()}): seconds the health check may "
+        "take.",
         default_doc='{"CRITICAL": True, "TIMEOUT": 2.0}'),
     Key("ENDPOINTS", None, "endpoints", "Named endpoints, each `{\"OPTIONS\": {...}, "
-        "\"MAX_SIZE\": n}` merged over the pool's.", allow_none=True, default_doc="none"),
+        "\"MAX_SIZE\": n, \"MIN_SIZE\": n}` merged over the pool's.", allow_none=True,
+        default_doc="none"),
     Key("TOTAL_MAX_SIZE", None, "int", "Cap of open clients across all endpoints.", minimum=1,
-        allow_none=True, default_doc="sum of endpoint caps"),
+        maximum=MAX_COUNT, allow_none=True, default_doc="sum of endpoint caps"),
     Key("ROUTING", "first", "choice", "How a pool with ENDPOINTS picks one: `\"first\"`, "
         "`\"round_robin\"` or `\"least_busy\"` (healthy endpoints only).",
         choices=("first", "round_robin", "least_busy")),
 )
 _KEYS_BY_NAME = {key.name: key for key in POOL_KEYS}
-_HEALTH_KEYS: dict[str, Key] = {
-    "CRITICAL": Key("CRITICAL", True, "bool", "Include the pool in `pool_checks()`."),
-    "TIMEOUT": Key("TIMEOUT", 2.0, "float", "Seconds the health check may take.", minimum=0,
-                   exclusive_minimum=True),
-}
 #: Keys an endpoint may override.
 ENDPOINT_KEYS: frozenset[str] = frozenset({"OPTIONS", "MAX_SIZE", "MIN_SIZE"})
 
@@ -156,30 +193,44 @@ class ProcessSetting:
 
     name: str
     default: Any
-    kind: str
+    kind: str  # "float", "bool", "shared_status"
     doc: str
-    minimum: float | None = None
+    minimum: float = 0
+    maximum: float = MAX_SECONDS
+
+    def expectation(self) -> str:
+        """Human text of what the setting accepts."""
+        if self.kind == "float":
+            return span(self.minimum, self.maximum)
+        if self.kind == "bool":
+            return "True or False"
+        return "None, 'database' or {'CACHE': '<alias in CACHES>'}"
 
 
 PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
     ProcessSetting("POOLED_CLIENTS_SHUTDOWN_TIMEOUT", 5.0, "float",
-                   "Seconds pools wait for clients in use when the process shuts down.",
-                   minimum=0),
+                   "Seconds pools wait for clients in use when the process shuts down."),
     ProcessSetting("POOLED_CLIENTS_SHARED_STATUS", None, "shared_status",
                    "Publish each process's stats so the admin page shows every worker: "
-                   "`None` (off), `\"database\"` or `{\"CACHE\": \"alias\"}`; see Observability."),
+                   "`None` (off), `\"database\"` or `{\"CACHE\": \"alias\"}` (a cache every "
+                   "worker shares); see Observability."),
     ProcessSetting("POOLED_CLIENTS_SHARED_STATUS_INTERVAL", 5.0, "float",
-                   "Seconds between two publications of this process's stats.", minimum=0.1),
+                   "Seconds between two publications of this process's stats.",
+                   minimum=MIN_SECONDS),
     ProcessSetting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE", 30.0, "float",
-                   "Workers that have not published for this long drop off the page.",
-                   minimum=0.1),
+                   "Workers that have not published for this long drop off the page (longer "
+                   "than the interval).", minimum=MIN_SECONDS),
     ProcessSetting("POOLED_CLIENTS_METRICS", False, "bool",
                    "Keep the `pooled_clients_*` Prometheus metrics up to date in every serving "
                    "process (needs the `prometheus` extra); see Observability."),
     ProcessSetting("POOLED_CLIENTS_METRICS_INTERVAL", 5.0, "float",
-                   "Seconds between two refreshes of the Prometheus metrics.", minimum=0.1),
+                   "Seconds between two refreshes of the Prometheus metrics.",
+                   minimum=MIN_SECONDS),
 )
 _PROCESS_BY_NAME = {s.name: s for s in PROCESS_SETTINGS}
+#: Cache backends that keep their data inside one process.
+_PER_PROCESS_CACHES = ("django.core.cache.backends.locmem.LocMemCache",
+                       "django.core.cache.backends.dummy.DummyCache")
 
 
 def get_process_setting(name: str) -> Any:
@@ -190,70 +241,51 @@ def get_process_setting(name: str) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_value(alias: str, key: Key, value: Any, where: str = "") -> list[Problem]:
     label = f"POOLED_CLIENTS[{alias!r}]{where}[{key.name!r}]"
+    expected = f"{label} is {show(value)}; expected {key.expectation()}."
     if value is None:
-        if key.allow_none:
-            return []
-        return [Problem("pooled_clients.E007", f"{label} is None; expected {key.expectation()}.")]
-    if key.kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool):
-            return [Problem("pooled_clients.E007",
-                            f"{label} is {value!r}; expected {key.expectation()}.")]
-    elif key.kind == "float":
-        if not _is_number(value) or not math.isfinite(value):
-            return [Problem("pooled_clients.E007",
-                            f"{label} is {value!r}; expected {key.expectation()}.")]
+        return [] if key.allow_none else [Problem("pooled_clients.E007", expected)]
+    if key.kind in ("int", "float"):
+        fault = number_fault(value, key.minimum, key.maximum, integer=key.kind == "int")
+        if fault is not None:
+            return [Problem("pooled_clients.E007" if fault == "type" else "pooled_clients.E008",
+                            expected)]
     elif key.kind == "bool":
         if not isinstance(value, bool):
-            return [Problem("pooled_clients.E007",
-                            f"{label} is {value!r}; expected {key.expectation()}.")]
+            return [Problem("pooled_clients.E007", expected)]
     elif key.kind == "choice":
-        if value not in key.choices:
-            return [Problem("pooled_clients.E009",
-                            f"{label} is {value!r}; expected {key.expectation()}.")]
-        return []
+        # isinstance first: `in` would call an arbitrary object's __eq__.
+        if not (isinstance(value, str) and value in key.choices):
+            return [Problem("pooled_clients.E009", expected)]
     elif key.kind == "str":
         if not isinstance(value, str) or not value:
-            return [Problem("pooled_clients.E007",
-                            f"{label} is {value!r}; expected {key.expectation()}.")]
-        return []
-    elif key.kind in ("dict", "health", "endpoints"):
-        if not isinstance(value, Mapping):
-            code = "pooled_clients.E013" if key.kind == "endpoints" else "pooled_clients.E007"
-            return [Problem(code, f"{label} is {type(value).__name__}; expected a dict.")]
-        return []
-    if key.minimum is not None:
-        too_small = value <= key.minimum if key.exclusive_minimum else value < key.minimum
-        if too_small:
-            return [Problem("pooled_clients.E008",
-                            f"{label} is {value!r}; expected {key.expectation()}.")]
+            return [Problem("pooled_clients.E007", expected)]
+    elif not isinstance(value, Mapping):
+        code = "pooled_clients.E013" if key.kind == "endpoints" else "pooled_clients.E007"
+        return [Problem(code, f"{label} is {type(value).__name__}; expected {key.expectation()}.")]
     return []
 
 
 def _unknown_key(alias: str, name: object, known: Mapping[str, object] | frozenset[str],
                  code: str, where: str = "") -> Problem:
-    names = list(known)
-    hint = ""
-    if isinstance(name, str):
-        close = difflib.get_close_matches(name.upper(), names, n=1)
-        if close:
-            hint = f" Did you mean {close[0]!r}?"
-    return Problem(code, f"POOLED_CLIENTS[{alias!r}]{where} has unknown key {name!r}; "
-                         f"expected one of {', '.join(sorted(names))}.{hint}")
+    names = sorted(known)
+    hint = did_you_mean(name, names)
+    if not hint and isinstance(name, str) and name != name.upper():
+        hint = " Backend options belong in OPTIONS; pool keys are upper-case."
+    return Problem(code, f"POOLED_CLIENTS[{alias!r}]{where} has unknown key {show(name)}; "
+                         f"expected one of {', '.join(names)}.{hint}")
 
 
 def _import_backend(alias: str, path: Any) -> tuple[type[ClientBackend[Any]] | None, list[Problem]]:
     label = f"POOLED_CLIENTS[{alias!r}]['BACKEND']"
     try:
         cls = import_string(path)
-    except ImportError as exc:
+    except (Exception, SystemExit) as exc:
+        # Whatever a module raises on import (not only ImportError) is a setting problem.
+        reason = mask_text(f"{type(exc).__name__}: {exc}".strip())
         return None, [Problem("pooled_clients.E005",
-                              f"{label} {path!r} cannot be imported: {exc}.")]
+                              f"{label} {path!r} cannot be imported: {reason}")]
     if not (isinstance(cls, type) and issubclass(cls, ClientBackend)):
         return None, [Problem("pooled_clients.E006",
                               f"{label} {path!r} is not a subclass of "
@@ -262,10 +294,11 @@ def _import_backend(alias: str, path: Any) -> tuple[type[ClientBackend[Any]] | N
 
 
 def validate_definition(alias: Any, definition: Any) -> list[Problem]:
-    """Every problem of one pool definition (empty when it is valid)."""
+    """Every problem of one pool definition (empty when it is valid), warnings included:
+    one call reports them all, so no problem hides another."""
     if not isinstance(alias, str) or not alias:
         return [Problem("pooled_clients.E002",
-                        f"POOLED_CLIENTS has alias {alias!r}; expected a non-empty string.")]
+                        f"POOLED_CLIENTS has alias {show(alias)}; expected a non-empty string.")]
     if not isinstance(definition, Mapping):
         return [Problem("pooled_clients.E002",
                         f"POOLED_CLIENTS[{alias!r}] is {type(definition).__name__}; "
@@ -274,26 +307,29 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
     for name in definition:
         if name not in _KEYS_BY_NAME:
             problems.append(_unknown_key(alias, name, _KEYS_BY_NAME, "pooled_clients.E003"))
+    valid: dict[str, Any] = {}
     for key in POOL_KEYS:
         if key.name in definition:
-            problems.extend(_check_value(alias, key, definition[key.name]))
+            found = _check_value(alias, key, definition[key.name])
+            problems.extend(found)
+            if not found:
+                valid[key.name] = definition[key.name]
+    merged = {key.name: key.default for key in POOL_KEYS} | valid
     backend_cls: type[ClientBackend[Any]] | None = None
     if "BACKEND" not in definition:
         problems.append(Problem("pooled_clients.E004",
                                 f"POOLED_CLIENTS[{alias!r}] has no 'BACKEND'; expected a dotted "
                                 "path such as 'pooled_clients.backends.http.HTTPBackend'."))
-    elif isinstance(definition["BACKEND"], str) and definition["BACKEND"]:
-        backend_cls, found = _import_backend(alias, definition["BACKEND"])
+    elif "BACKEND" in valid:
+        backend_cls, found = _import_backend(alias, valid["BACKEND"])
         problems.extend(found)
-    if problems:
-        return problems
-    merged = {key.name: key.default for key in POOL_KEYS} | dict(definition)
     if merged["MIN_SIZE"] > merged["MAX_SIZE"]:
         problems.append(Problem("pooled_clients.E010",
                                 f"POOLED_CLIENTS[{alias!r}] has MIN_SIZE {merged['MIN_SIZE']} "
                                 f"greater than MAX_SIZE {merged['MAX_SIZE']}; expected "
                                 "MIN_SIZE <= MAX_SIZE."))
     problems.extend(_validate_health(alias, merged["HEALTH"]))
+    option_sets = [("", dict(merged["OPTIONS"]))]
     endpoints = merged["ENDPOINTS"]
     if endpoints is None:
         for name in ("TOTAL_MAX_SIZE", "ROUTING"):
@@ -302,7 +338,6 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
                                         f"POOLED_CLIENTS[{alias!r}][{name!r}] is set but the pool "
                                         "has no ENDPOINTS; expected ENDPOINTS or no "
                                         f"{name}."))
-        option_sets = [("", dict(merged["OPTIONS"]))]
     else:
         endpoint_problems, option_sets = _validate_endpoints(alias, merged)
         problems.extend(endpoint_problems)
@@ -311,22 +346,36 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
                                     f"POOLED_CLIENTS[{alias!r}]['ENDPOINTS'] is not supported "
                                     f"with the async backend {definition['BACKEND']!r}; "
                                     "expected one pool per endpoint."))
-    assert backend_cls is not None
-    for where, options in option_sets:
-        for message in backend_cls.check_options(options):
-            problems.append(Problem("pooled_clients.E011",
-                                    f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']: {message}"))
+    # OPTIONS that are not a dict are reported above; checking {} instead would add noise.
+    if backend_cls is not None and ("OPTIONS" not in definition or "OPTIONS" in valid):
+        for where, options in option_sets:
+            problems.extend(_check_options(alias, backend_cls, where, options))
+    problems.extend(secrets_in_settings(alias, definition))
     return problems
+
+
+def _check_options(alias: str, backend_cls: type[ClientBackend[Any]], where: str,
+                   options: dict[str, Any]) -> list[Problem]:
+    label = f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']"
+    try:
+        messages = backend_cls.check_options(options)
+    except Exception as exc:  # a custom backend's own check must not take `check` down
+        reason = mask_text(f"{type(exc).__name__}: {exc}".strip())
+        return [Problem("pooled_clients.E011",
+                        f"{label}: {backend_cls.__name__}.check_options() raised {reason}")]
+    return [Problem("pooled_clients.E011", f"{label}: {mask_text(str(message)).strip()}")
+            for message in messages]
 
 
 def _validate_health(alias: str, health: Mapping[str, Any]) -> list[Problem]:
     problems = []
     for name, value in health.items():
-        key = _HEALTH_KEYS.get(name)
+        key = _HEALTH_KEYS.get(name) if isinstance(name, str) else None
         if key is None:
             problems.append(Problem("pooled_clients.E012",
                                     f"POOLED_CLIENTS[{alias!r}]['HEALTH'] has unknown key "
-                                    f"{name!r}; expected CRITICAL or TIMEOUT."))
+                                    f"{show(name)}; expected CRITICAL or TIMEOUT."
+                                    f"{did_you_mean(name, _HEALTH_KEYS)}"))
             continue
         for problem in _check_value(alias, key, value, "['HEALTH']"):
             problems.append(Problem("pooled_clients.E012", problem.message))
@@ -344,30 +393,35 @@ def _validate_endpoints(alias: str, merged: Mapping[str, Any]
     option_sets: list[tuple[str, dict[str, Any]]] = []
     min_sizes: list[int] = []
     for name, spec in endpoints.items():
-        where = f"['ENDPOINTS'][{name!r}]"
         if not isinstance(name, str) or not name or not isinstance(spec, Mapping):
             problems.append(Problem("pooled_clients.E013",
-                                    f"{label} entry {name!r} must map a non-empty name to a dict "
-                                    "with OPTIONS and/or MAX_SIZE."))
+                                    f"{label} entry {show(name)} must map a non-empty name to a "
+                                    "dict with OPTIONS, MAX_SIZE and/or MIN_SIZE."))
             continue
+        where = f"['ENDPOINTS'][{name!r}]"
         for key_name in spec:
             if key_name not in ENDPOINT_KEYS:
                 problems.append(_unknown_key(alias, key_name, ENDPOINT_KEYS,
                                              "pooled_clients.E014", where))
-        for key_name in ENDPOINT_KEYS & set(spec):
-            problems.extend(_check_value(alias, _KEYS_BY_NAME[key_name], spec[key_name], where))
+        sizes = {"MIN_SIZE": merged["MIN_SIZE"], "MAX_SIZE": merged["MAX_SIZE"]}
+        for key_name in sorted(ENDPOINT_KEYS & set(spec)):
+            found = _check_value(alias, _KEYS_BY_NAME[key_name], spec[key_name], where)
+            problems.extend(found)
+            if key_name in sizes:
+                if found:
+                    del sizes[key_name]
+                else:
+                    sizes[key_name] = spec[key_name]
         options = spec.get("OPTIONS", {})
         if isinstance(options, Mapping):
             option_sets.append((where, dict(merged["OPTIONS"]) | dict(options)))
-        min_size = spec.get("MIN_SIZE", merged["MIN_SIZE"])
-        max_size = spec.get("MAX_SIZE", merged["MAX_SIZE"])
-        if isinstance(min_size, int) and isinstance(max_size, int):
-            min_sizes.append(min_size)
-            if min_size > max_size:
+        if len(sizes) == 2:
+            min_sizes.append(sizes["MIN_SIZE"])
+            if sizes["MIN_SIZE"] > sizes["MAX_SIZE"]:
                 problems.append(Problem("pooled_clients.E010",
                                         f"POOLED_CLIENTS[{alias!r}]{where} has MIN_SIZE "
-                                        f"{min_size} greater than MAX_SIZE {max_size}; expected "
-                                        "MIN_SIZE <= MAX_SIZE."))
+                                        f"{sizes['MIN_SIZE']} greater than MAX_SIZE "
+                                        f"{sizes['MAX_SIZE']}; expected MIN_SIZE <= MAX_SIZE."))
     total = merged["TOTAL_MAX_SIZE"]
     if isinstance(total, int) and sum(min_sizes) > total:
         # The pool-wide form of E010: MIN_SIZE (in total) greater than MAX_SIZE (in total).
@@ -378,33 +432,141 @@ def _validate_endpoints(alias: str, merged: Mapping[str, Any]
     return problems, option_sets
 
 
+# Names of URL query parameters and connection-string keywords that carry a secret.
+_SECRET_NAME = re.compile(
+    r"password|passwd|pwd|secret|token|api_?key|apikey|access_?key|signature|credential", re.I)
+_MAX_DEPTH = 12
+_KEYWORD = re.compile(r"(?:^|[\s;])(\w+)\s*=")
+
+
+def _debug_page_hides(name: object) -> bool:
+    """True when Django's debug page masks a setting (or dict key) of this name."""
+    from django.views.debug import (
+        SafeExceptionReporterFilter,
+        get_default_exception_reporter_filter,
+    )
+
+    hidden = getattr(get_default_exception_reporter_filter(), "hidden_settings",
+                     SafeExceptionReporterFilter.hidden_settings)
+    return isinstance(name, str) and bool(hidden.search(name))
+
+
+def _secret_spots(text: str) -> list[str]:
+    """Where ``text`` (a URL, a path with a query or a conninfo string) holds a secret."""
+    found = []
+    query = ""
+    if "://" in text:
+        try:
+            parts = urlsplit(text)
+            if parts.password:
+                found.append("a password in the URL's user info")
+            query = parts.query
+        except ValueError:
+            pass
+    elif "?" in text:
+        query = text.partition("?")[2]
+    else:
+        found += [f"a {name!r} keyword in the connection string"
+                  for name in _KEYWORD.findall(text) if _SECRET_NAME.search(name)]
+    found += [f"'?{name}=' in the URL's query string"
+              for name, _ in parse_qsl(query.partition("#")[0], keep_blank_values=True)
+              if _SECRET_NAME.search(name)]
+    return found
+
+
+def secrets_in_settings(alias: str, definition: Mapping[str, Any]) -> list[Problem]:
+    """``pooled_clients.W001`` for each secret written inside a URL or connection string in
+    the pool's OPTIONS (endpoints' included) where Django's debug page shows it in full.
+    A value under a name the debug page masks (``password``, ``token``, ``api_key``,
+    ``auth``...), or a callable, is fine."""
+    if _debug_page_hides(alias):
+        return []
+    places: list[tuple[str, Any]] = [("['OPTIONS']", definition.get("OPTIONS"))]
+    endpoints = definition.get("ENDPOINTS")
+    if isinstance(endpoints, Mapping):
+        places += [(f"['ENDPOINTS'][{name!r}]['OPTIONS']", spec.get("OPTIONS"))
+                   for name, spec in endpoints.items()
+                   if isinstance(spec, Mapping) and not _debug_page_hides(name)]
+    problems = []
+    while places:
+        where, value = places.pop(0)
+        if where.count("[") > _MAX_DEPTH:  # a dict that contains itself
+            continue
+        if isinstance(value, Mapping):
+            places += [(f"{where}[{show(k)}]", v) for k, v in value.items()
+                       if not _debug_page_hides(k)]
+        elif isinstance(value, list | tuple):
+            places += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, str):
+            problems += [Problem(
+                "pooled_clients.W001",
+                f"POOLED_CLIENTS[{alias!r}]{where} holds {spot}: Django's debug page "
+                "(DEBUG = True) shows this setting in full. Put the secret in an OPTIONS key "
+                "the page masks ('password', 'token', 'api_key', 'auth', 'headers' with "
+                "'Authorization') or make the value a callable.")
+                for spot in _secret_spots(value)]
+    return problems
+
+
 def _validate_process_settings() -> list[Problem]:
     problems = []
     for name in dir(settings):
         if name.startswith("POOLED_CLIENTS_") and name not in _PROCESS_BY_NAME:
-            close = difflib.get_close_matches(name, list(_PROCESS_BY_NAME), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             problems.append(Problem("pooled_clients.E020",
                                     f"Unknown setting {name}; expected one of "
-                                    f"{', '.join(_PROCESS_BY_NAME)}.{hint}"))
+                                    f"{', '.join(_PROCESS_BY_NAME)}."
+                                    f"{did_you_mean(name, _PROCESS_BY_NAME)}"))
     for spec in PROCESS_SETTINGS:
         value = get_process_setting(spec.name)
+        expected = f"{spec.name} is {show(value)}; expected {spec.expectation()}."
         if spec.kind == "float":
-            if not _is_number(value) or (spec.minimum is not None and value < spec.minimum):
-                problems.append(Problem("pooled_clients.E020",
-                                        f"{spec.name} is {value!r}; expected a number of seconds "
-                                        f">= {spec.minimum:g}."))
+            fault = number_fault(value, spec.minimum, spec.maximum)
+            if fault is not None:
+                problems.append(Problem("pooled_clients.E020", expected))
         elif spec.kind == "bool" and not isinstance(value, bool):
-            problems.append(Problem("pooled_clients.E020",
-                                    f"{spec.name} is {value!r}; expected True or False."))
-        elif spec.kind == "shared_status" and not (
-            value is None or value == "database"
-            or (isinstance(value, Mapping) and set(value) == {"CACHE"}
-                and isinstance(value["CACHE"], str))
-        ):
-            problems.append(Problem("pooled_clients.E020",
-                                    f"{spec.name} is {value!r}; expected None, 'database' or "
-                                    "{'CACHE': '<cache alias>'}."))
+            problems.append(Problem("pooled_clients.E020", expected))
+        elif spec.kind == "shared_status":
+            problems.extend(_validate_shared_status(spec, value, expected))
+    interval = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_INTERVAL")
+    max_age = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE")
+    if (number_fault(interval, 0, MAX_SECONDS) is None
+            and number_fault(max_age, 0, MAX_SECONDS) is None and max_age <= interval):
+        problems.append(Problem("pooled_clients.E022",
+                                f"POOLED_CLIENTS_SHARED_STATUS_MAX_AGE is {max_age!r}, not longer "
+                                f"than POOLED_CLIENTS_SHARED_STATUS_INTERVAL {interval!r}; "
+                                "expected a few intervals, or every worker drops off the page "
+                                "between two publications."))
+    return problems
+
+
+def _validate_shared_status(spec: ProcessSetting, value: Any, expected: str) -> list[Problem]:
+    if value is None or value == "database":
+        return []
+    if not isinstance(value, Mapping):
+        return [Problem("pooled_clients.E020", expected)]
+    problems = [Problem("pooled_clients.E020", f"{spec.name} has unknown key {show(name)}; "
+                                               f"expected 'CACHE'.{did_you_mean(name, ['CACHE'])}")
+                for name in value if name != "CACHE"]
+    alias = value.get("CACHE")
+    if not isinstance(alias, str) or not alias:
+        problems.append(Problem("pooled_clients.E020",
+                                f"{spec.name}['CACHE'] is {show(alias)}; expected the alias of "
+                                "a cache in CACHES."))
+        return problems
+    caches = getattr(settings, "CACHES", {})
+    if not isinstance(caches, Mapping) or alias not in caches:
+        known = ", ".join(repr(a) for a in caches) if isinstance(caches, Mapping) else "none"
+        problems.append(Problem("pooled_clients.E021",
+                                f"{spec.name}['CACHE'] is {alias!r}, which is not in CACHES "
+                                f"(configured: {known or 'none'}); expected the alias of a cache "
+                                "every worker shares (Redis, Memcached, database)."))
+        return problems
+    backend = caches[alias].get("BACKEND") if isinstance(caches[alias], Mapping) else None
+    if backend in _PER_PROCESS_CACHES:
+        problems.append(Problem("pooled_clients.W002",
+                                f"{spec.name}['CACHE'] is {alias!r}, a {backend.rsplit('.', 1)[-1]}"
+                                ": each process sees only its own entry; expected a cache every "
+                                "worker shares (Redis, Memcached, database)."))
     return problems
 
 
@@ -459,11 +621,9 @@ class PoolDefinition:
 
 def parse_definition(alias: str, definition: Any) -> PoolDefinition:
     """Validate and parse one definition; raise ``ImproperlyConfigured`` if it is bad."""
-    problems = validate_definition(alias, definition)
-    if problems:
-        raise ImproperlyConfigured(
-            "; ".join(f"{p.message} ({p.id})" for p in problems)
-        )
+    errors = [p for p in validate_definition(alias, definition) if p.is_error]
+    if errors:
+        raise ImproperlyConfigured("; ".join(f"{p.message} ({p.id})" for p in errors))
     merged = {key.name: key.default for key in POOL_KEYS} | dict(definition)
     health = _HEALTH_DEFAULTS | dict(merged["HEALTH"])
     backend_class, _ = _import_backend(alias, merged["BACKEND"])
@@ -539,7 +699,8 @@ def reference_table(render: Callable[[Any], str] = _format_default) -> str:
         if key.default_doc and key.default_doc.startswith("{"):
             default = f"`{key.default_doc}`"
         lines.append(f"| `{key.name}` | {default} | {key.expectation()} | {key.doc} |")
-    lines += ["", "| setting | default | meaning |", "|---|---|---|"]
+    lines += ["", "| setting | default | accepts | meaning |", "|---|---|---|---|"]
     for spec in PROCESS_SETTINGS:
-        lines.append(f"| `{spec.name}` | {render(spec.default)} | {spec.doc} |")
+        lines.append(f"| `{spec.name}` | {render(spec.default)} | {spec.expectation()} | "
+                     f"{spec.doc} |")
     return "\n".join(lines) + "\n"

@@ -13,9 +13,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from pooled_clients import conf, fork
 from pooled_clients.core import ClientPool
 from pooled_clients.exceptions import PoolDoesNotExist
+from pooled_clients.masking import mask_exception
 from pooled_clients.stats import PoolStats
 
 __all__ = ["PoolHandler", "pools"]
@@ -49,13 +52,30 @@ class PoolHandler:
                 raise PoolDoesNotExist(
                     f"No pool {alias!r} in settings.POOLED_CLIENTS (configured: {known})."
                 )
+            _require_installed_app()
             pool = self.create_pool(alias, definitions[alias])
             self._pools[alias] = pool
             return pool
 
     def create_pool(self, alias: str, definition: Any) -> ClientPool[Any]:
-        """Build the pool for one definition (raises ``ImproperlyConfigured`` if it is bad)."""
+        """Build the pool for one definition. Raises ``ImproperlyConfigured`` if it is bad,
+        with the system check's message, or if its backend cannot be built from it."""
         parsed = conf.parse_definition(alias, definition)
+        try:
+            return self._pool_from(parsed)
+        except ImproperlyConfigured:
+            raise
+        except Exception as exc:
+            # A backend's __init__ may refuse what its check_options let through (a custom
+            # backend, a file that is gone): still a setting problem, never another error.
+            raise ImproperlyConfigured(
+                f"POOLED_CLIENTS[{alias!r}]: {parsed.backend_path} cannot be built from its "
+                f"OPTIONS: {mask_exception(exc)}"
+            ) from exc
+
+    @staticmethod
+    def _pool_from(parsed: conf.PoolDefinition) -> ClientPool[Any]:
+        alias = parsed.alias
         if parsed.endpoints:
             from pooled_clients.endpoints import EndpointPool
 
@@ -66,8 +86,6 @@ class PoolHandler:
             from pooled_clients.backends.base import AsyncClientBackend
 
             if not isinstance(backend, AsyncClientBackend):
-                from django.core.exceptions import ImproperlyConfigured
-
                 raise ImproperlyConfigured(
                     f"POOLED_CLIENTS[{alias!r}]['BACKEND'] {parsed.backend_path!r} sets "
                     "is_async but does not subclass "
@@ -122,6 +140,19 @@ class PoolHandler:
             pool.begin_close()
         for pool in old.values():
             pool.finish_close(deadline)
+
+
+def _require_installed_app() -> None:
+    """Django imports nothing of an app missing from INSTALLED_APPS, so no system check of
+    ours can warn about it: the first pool built says so instead of running without its
+    checks and shutdown hooks."""
+    from django.apps import apps
+
+    if apps.ready and not apps.is_installed("pooled_clients"):
+        raise ImproperlyConfigured(
+            'POOLED_CLIENTS is set but "pooled_clients" is not in INSTALLED_APPS: add it, so '
+            "that manage.py check validates the pools and they close when the process exits."
+        )
 
 
 pools = PoolHandler()

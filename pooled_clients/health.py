@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -83,14 +84,18 @@ class PoolHealthCheck(HealthCheck):  # type: ignore[misc]
 
 
 def pool_checks() -> list[tuple[type[PoolHealthCheck], dict[str, Any]]]:
-    """``[(PoolHealthCheck, {"alias": a}), ...]`` for every pool with ``HEALTH["CRITICAL"]``
-    (a misconfigured pool is included, so that it fails loudly)."""
+    """``[(PoolHealthCheck, {"alias": a}), ...]`` for every pool with ``HEALTH["CRITICAL"]``.
+
+    Called when the URLconf is imported, so it never raises: a misconfigured pool is listed
+    (its check then fails, naming it) unless its own ``HEALTH["CRITICAL"]`` says False."""
     checks: list[tuple[type[PoolHealthCheck], dict[str, Any]]] = []
     for alias, definition in conf.pool_definitions().items():
         try:
             critical = conf.parse_definition(alias, definition).health_critical
-        except ImproperlyConfigured:
-            critical = True
+        except Exception:
+            health = definition.get("HEALTH") if isinstance(definition, Mapping) else None
+            flag = health.get("CRITICAL") if isinstance(health, Mapping) else None
+            critical = flag if isinstance(flag, bool) else True
         if critical:
             checks.append((PoolHealthCheck, {"alias": alias}))
     return checks

@@ -8,8 +8,9 @@ import socket
 from typing import Any
 
 from pooled_clients import shared_status
+from pooled_clients.masking import mask_text
 
-__all__ = ["status_data"]
+__all__ = ["misconfigured_pools", "status_data"]
 
 logger = logging.getLogger("pooled_clients")
 
@@ -26,6 +27,9 @@ def status_data(*, publish_self: bool = True) -> dict[str, Any]:
         "pid": os.getpid(),
         "pools": shared_status.pool_dicts(),
     }
+    misconfigured = misconfigured_pools()
+    if misconfigured:
+        data["misconfigured"] = misconfigured
     if shared_status.enabled():
         try:
             # The serving worker shows itself at once, without waiting for its next round.
@@ -40,6 +44,22 @@ def status_data(*, publish_self: bool = True) -> dict[str, Any]:
         data["workers"] = workers
         data["totals"] = shared_status.totals(workers)
     return data
+
+
+def misconfigured_pools() -> list[dict[str, str]]:
+    """``[{"alias", "problem"}, ...]``: the pools that cannot be built, each with what
+    ``manage.py check`` says about it (masked), so a page can show them beside the others."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pooled_clients.handler import pools
+
+    found = []
+    for alias in pools:
+        try:
+            pools[alias]
+        except ImproperlyConfigured as exc:
+            found.append({"alias": str(alias), "problem": mask_text(str(exc))})
+    return found
 
 
 def decorate(data: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def test_http_headers_and_auth_are_masked(upstream: UpstreamServer,
                                           caplog: pytest.LogCaptureFixture) -> None:
     with override_settings(POOLED_CLIENTS={"api": {
         "BACKEND": "pooled_clients.backends.http.HTTPBackend",
-        "OPTIONS": {"base_url": f"http://user:{AUTH_PW}@127.0.0.1:{upstream.port}/?key={TOKEN}",
+        "OPTIONS": {"base_url": f"http://user:{AUTH_PW}@127.0.0.1:{upstream.port}/",
+                    "health_path": f"health?key={TOKEN}",
                     "headers": {"Authorization": f"Bearer {TOKEN}"},
                     "auth": ["user", AUTH_PW]},
         "MAX_SIZE": 1,

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from urllib3.util.retry import Retry
+
 from pooled_clients.backends.base import AsyncClientBackend
 from pooled_clients.backends.http import HTTPBackend, _RequestStats
 from pooled_clients.masking import mask_url
@@ -65,9 +67,11 @@ def _client_class() -> type[httpx.AsyncClient]:
                     return response
                 await response.aclose()
                 attempt += 1
-                # As urllib3: no wait before the first retry, then factor * 2 ** (n - 1).
+                # As urllib3: no wait before the first retry, then factor * 2 ** (n - 1),
+                # never longer than urllib3's cap (a large factor must not sleep for days).
                 if attempt > 1 and self.pooled_backoff:
-                    await asyncio.sleep(self.pooled_backoff * 2 ** (attempt - 1))
+                    await asyncio.sleep(min(Retry.DEFAULT_BACKOFF_MAX,
+                                            self.pooled_backoff * 2 ** (attempt - 1)))
 
         def _record(self, start: float, error: bool) -> None:
             if self.pooled_stats is not None:

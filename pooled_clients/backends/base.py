@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 T = TypeVar("T")
 
 __all__ = [
+    "MAX_SECONDS",
+    "MIN_SECONDS",
     "AsyncClientBackend",
     "ClientBackend",
+    "check_number",
     "describe_key_hash",
+    "did_you_mean",
+    "number_fault",
+    "provided_at_creation",
+    "show",
+    "span",
     "time_left",
     "unknown_options",
 ]
+
+#: The longest duration any setting or option accepts (one day): a longer wait is a
+#: mistake, and thread, socket and timer APIs reject values not far beyond it.
+MAX_SECONDS = 86400.0
+#: The shortest duration a setting that must be positive accepts: less cannot open even
+#: a connection to localhost reliably.
+MIN_SECONDS = 0.1
 
 _deadline = threading.local()
 
@@ -34,10 +51,102 @@ def time_left(default: float) -> float:
     return max(0.0, min(default, deadline - time.monotonic()))
 
 
-def unknown_options(options: Mapping[str, Any], known: tuple[str, ...]) -> list[str]:
-    """One problem per option name not in ``known`` (for ``check_options``)."""
-    return [f"unknown option {name!r}; expected one of {', '.join(known)}."
-            for name in options if name not in known]
+def show(value: object, limit: int = 60) -> str:
+    """A short ``repr`` of a setting's value for a message: never raises, never huge."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # str() of a huge int raises beyond sys.get_int_max_str_digits(); the size says enough.
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _format_bound(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def span(minimum: float, maximum: float, *, integer: bool = False,
+         seconds: bool = True) -> str:
+    """``"a number of seconds from 0.1 to 86400"``: what a bounded number accepts."""
+    noun = "an integer" if integer else "a number of seconds" if seconds else "a number"
+    return f"{noun} from {_format_bound(minimum)} to {_format_bound(maximum)}"
+
+
+def number_fault(value: object, minimum: float, maximum: float, *,
+                 integer: bool = False) -> str | None:
+    """``"type"`` when ``value`` is not a number (a bool is not one, nor a float where an
+    integer is expected), ``"range"`` when it is NaN, infinite or outside
+    ``[minimum, maximum]``, None when it is fine. Never raises, even for ``10**400``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "type"
+    if integer and not isinstance(value, int):
+        return "type"
+    # NaN fails every comparison and infinity exceeds any maximum; int/float comparisons
+    # are exact in Python, so a huge integer cannot overflow here.
+    return None if minimum <= value <= maximum else "range"
+
+
+def provided_at_creation(value: object) -> bool:
+    """True for a callable option value: it is called for every client creation, so only
+    its result, not the callable, can be checked."""
+    return callable(value)
+
+
+def check_number(options: Mapping[str, Any], name: str, minimum: float, maximum: float, *,
+                 integer: bool = False, seconds: bool = True,
+                 allow_none: bool = False) -> list[str]:
+    """One problem when ``options[name]`` is present and not a number within bounds."""
+    if name not in options:
+        return []
+    value = options[name]
+    if (value is None and allow_none) or provided_at_creation(value):
+        return []
+    if number_fault(value, minimum, maximum, integer=integer) is None:
+        return []
+    expected = span(minimum, maximum, integer=integer, seconds=seconds)
+    return [f"{name!r} is {show(value)}; expected {expected}{' or None' if allow_none else ''}."]
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (a swap of two neighbours counts once)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1,
+                             previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def did_you_mean(name: object, candidates: Iterable[str]) -> str:
+    """``" Did you mean 'base_url'?"`` for a near miss (case aside, at most two edits), or
+    ``""``: a suggestion far from what was typed (``LOCATION`` -> ``OPTIONS``) misleads."""
+    if not isinstance(name, str):
+        return ""
+    by_folded = {candidate.casefold(): candidate for candidate in candidates}
+    folded = name.casefold()
+    if folded in by_folded:
+        return f" Did you mean {by_folded[folded]!r}?"
+    for close in difflib.get_close_matches(folded, list(by_folded), n=3, cutoff=0.6):
+        if _edit_distance(folded, close) <= 2:
+            return f" Did you mean {by_folded[close]!r}?"
+    return ""
+
+
+def unknown_options(options: Mapping[str, Any], known: Iterable[str],
+                    expected: str | None = None) -> list[str]:
+    """One problem per option name not in ``known`` (for ``check_options``), with a
+    suggestion for a near miss; ``expected`` replaces the list of names when it is long."""
+    names = list(known)
+    expected = expected or f"one of {', '.join(names)}"
+    return [f"unknown option {show(name)}; expected {expected}.{did_you_mean(name, names)}"
+            for name in options if name not in names]
 
 
 def describe_key_hash(key: Any) -> str:

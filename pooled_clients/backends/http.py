@@ -7,6 +7,7 @@ full" (``pool_block=False`` overflow).
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -18,11 +19,79 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from pooled_clients.backends.base import ClientBackend, time_left, unknown_options
+from pooled_clients.backends.base import (
+    MAX_SECONDS,
+    MIN_SECONDS,
+    ClientBackend,
+    check_number,
+    number_fault,
+    provided_at_creation,
+    show,
+    time_left,
+    unknown_options,
+)
 from pooled_clients.masking import mask_url
 from pooled_clients.stats import WaitWindow
 
 __all__ = ["HTTPBackend", "PooledSession"]
+
+#: Bounds of the numeric options (``timeout`` is bounded like every duration).
+MAX_RETRIES = 100
+MAX_BACKOFF_FACTOR = 60.0
+# An HTTP token (a header name, a method) and what a header value or a path may not hold.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+_BAD_HEADER_VALUE = re.compile(r"^\s|[\r\n\x00]")
+
+
+def _check_base_url(base_url: Any) -> list[str]:
+    """``base_url`` must be an absolute http(s) URL with a host, a valid port, and no query
+    or fragment: ``urljoin`` drops them for every relative path."""
+    if provided_at_creation(base_url):
+        return []
+    if not isinstance(base_url, str) or not base_url:
+        return ["'base_url' is required; expected an http:// or https:// URL."]
+    shown = mask_url(base_url)
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError as exc:  # a malformed IPv6 host, a port that is not a number
+        return [f"'base_url' {shown!r} is not a valid URL ({exc})."]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"'base_url' {shown!r} is not an http:// or https:// URL with a host."]
+    problems = []
+    if port == 0:
+        problems.append(f"'base_url' {shown!r} has port 0; expected a port from 1 to 65535.")
+    if _UNSAFE.search(base_url):
+        problems.append(f"'base_url' {shown!r} holds spaces or control characters.")
+    if parts.query or parts.fragment or base_url.endswith(("?", "#")):
+        problems.append(f"'base_url' {shown!r} has a query string or fragment, which relative "
+                        "URLs joined to it would drop; expected none: pass query parameters "
+                        "with each request (params=...) or as headers.")
+    return problems
+
+
+def _check_headers(headers: Any) -> list[str]:
+    if headers is None or provided_at_creation(headers):
+        return []
+    if not isinstance(headers, Mapping):
+        return [f"'headers' is {type(headers).__name__}; expected a dict of header name -> "
+                "string value."]
+    problems = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            problems.append(f"'headers' has name {show(name)}; expected a header name such as "
+                            "'Authorization'.")
+        elif provided_at_creation(value):
+            continue
+        elif not isinstance(value, str | bytes):
+            problems.append(f"'headers'[{name!r}] is of type {type(value).__name__}; expected a "
+                            "string.")
+        elif _BAD_HEADER_VALUE.search(value if isinstance(value, str) else value.decode("latin-1")):
+            # The value is not shown: it may be a token.
+            problems.append(f"'headers'[{name!r}] starts with a space or holds a line break or "
+                            "NUL; requests refuses such a value.")
+    return problems
 
 OPTION_NAMES = (
     "base_url", "timeout", "retries", "backoff_factor", "status_forcelist", "allowed_methods",
@@ -142,61 +211,56 @@ class HTTPBackend(ClientBackend[PooledSession]):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
-        """Every problem with the HTTP OPTIONS, without any network I/O."""
+        """Every problem with the HTTP OPTIONS, without any network I/O. A callable value
+        is accepted as it is: it is called for each client creation."""
         problems = unknown_options(options, OPTION_NAMES)
-        base_url = options.get("base_url")
-        if not isinstance(base_url, str) or not base_url:
-            problems.append("'base_url' is required; expected an http:// or https:// URL.")
-        else:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                problems.append(f"'base_url' {mask_url(base_url)!r} is not an http:// or "
-                                "https:// URL with a host.")
-        timeout = options.get("timeout")
-        if timeout is not None and (not isinstance(timeout, int | float)
-                                    or isinstance(timeout, bool) or timeout <= 0):
-            problems.append(f"'timeout' is {timeout!r}; expected a number of seconds > 0 or None.")
-        for name in ("retries",):
-            value = options.get(name, 0)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                problems.append(f"{name!r} is {value!r}; expected an integer >= 0.")
-        factor = options.get("backoff_factor", 0)
-        if not isinstance(factor, int | float) or isinstance(factor, bool) or factor < 0:
-            problems.append(f"'backoff_factor' is {factor!r}; expected a number >= 0.")
-        forcelist = options.get("status_forcelist", (502, 503, 504))
-        if not isinstance(forcelist, list | tuple | set | frozenset) or not all(
-            isinstance(code, int) and 100 <= code <= 599 for code in forcelist
+        problems += _check_base_url(options.get("base_url"))
+        problems += check_number(options, "timeout", MIN_SECONDS, MAX_SECONDS, allow_none=True)
+        problems += check_number(options, "retries", 0, MAX_RETRIES, integer=True)
+        problems += check_number(options, "backoff_factor", 0, MAX_BACKOFF_FACTOR,
+                                 seconds=False)
+        if not provided_at_creation(forcelist := options.get("status_forcelist", ())) and (
+            not isinstance(forcelist, list | tuple | set | frozenset) or not all(
+                number_fault(code, 100, 599, integer=True) is None for code in forcelist)
         ):
-            problems.append(f"'status_forcelist' is {forcelist!r}; expected a list of HTTP "
-                            "status codes.")
+            problems.append(f"'status_forcelist' is {show(forcelist)}; expected a list of HTTP "
+                            "status codes (integers from 100 to 599).")
         methods = options.get("allowed_methods")
-        if methods is not None and (isinstance(methods, str) or not all(
-            isinstance(m, str) for m in methods
-        )):
-            problems.append(f"'allowed_methods' is {methods!r}; expected a list of method names.")
-        headers = options.get("headers")
-        if headers is not None and (not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        )):
-            problems.append("'headers' must be a dict of header name -> string value.")
-        auth = options.get("auth")
-        if auth is not None and not (
-            (isinstance(auth, list | tuple) and len(auth) == 2
-             and all(isinstance(p, str) for p in auth))
-            or isinstance(auth, requests.auth.AuthBase)
+        if methods is not None and not provided_at_creation(methods) and (
+            not isinstance(methods, list | tuple | set | frozenset) or not methods
+            or not all(isinstance(m, str) and _TOKEN.fullmatch(m) for m in methods)
         ):
-            problems.append("'auth' must be a (username, password) pair or a requests AuthBase.")
+            # An empty list would mean "every method" to urllib3 (deprecated there).
+            problems.append(f"'allowed_methods' is {show(methods)}; expected a non-empty list "
+                            "of method names such as ['GET', 'PUT'], or None (urllib3's "
+                            "idempotent methods).")
+        problems += _check_headers(options.get("headers"))
+        auth = options.get("auth")
+        if auth is not None and not provided_at_creation(auth) and not (
+            isinstance(auth, list | tuple) and len(auth) == 2
+            and all(isinstance(p, str) for p in auth)
+        ):
+            # Not shown: it holds a password.
+            problems.append("'auth' must be a (username, password) pair of strings, a requests "
+                            "AuthBase or a callable.")
         verify = options.get("verify", True)
-        if not isinstance(verify, bool | str):
-            problems.append(f"'verify' is {verify!r}; expected True, False or a CA bundle path.")
+        if not provided_at_creation(verify) and not (
+                isinstance(verify, bool) or (isinstance(verify, str) and verify)):
+            problems.append(f"'verify' is {show(verify)}; expected True, False or a CA bundle "
+                            "path.")
         cert = options.get("cert")
-        if cert is not None and not (isinstance(cert, str) or (
-            isinstance(cert, list | tuple) and len(cert) == 2
-        )):
-            problems.append("'cert' must be a path or a (certfile, keyfile) pair.")
+        if cert is not None and not provided_at_creation(cert) and not (
+            (isinstance(cert, str) and cert) or (
+                isinstance(cert, list | tuple) and len(cert) == 2
+                and all(isinstance(p, str) and p for p in cert))
+        ):
+            problems.append(f"'cert' is {show(cert)}; expected a path or a (certfile, keyfile) "
+                            "pair of paths.")
         health = options.get("health_path")
-        if health is not None and not isinstance(health, str):
-            problems.append(f"'health_path' is {health!r}; expected a path string.")
+        if health is not None and not provided_at_creation(health) and not (
+                isinstance(health, str) and health and not _UNSAFE.search(health)):
+            problems.append(f"'health_path' is {show(health)}; expected a path such as "
+                            "'health/' (no spaces or control characters), or None.")
         return problems
 
     def create(self) -> PooledSession:

@@ -9,12 +9,22 @@ psycopg's own (``autocommit``, ``prepare_threshold``, ``row_factory``, ...). Use
 from __future__ import annotations
 
 import math
+import re
 import select
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pooled_clients.backends.base import AsyncClientBackend, ClientBackend, time_left
+from pooled_clients.backends.base import (
+    AsyncClientBackend,
+    ClientBackend,
+    check_number,
+    did_you_mean,
+    provided_at_creation,
+    show,
+    time_left,
+    unknown_options,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -26,6 +36,188 @@ PSYCOPG_KEYWORDS = frozenset({
     "autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context",
 })
 _SECRET_PARAMS = ("password", "sslpassword")
+
+
+#: libpq keywords that take an integer (as an int or a string of digits), with the bounds
+#: libpq and the kernel accept (Linux refuses TCP_KEEPIDLE 0 or above 32767, for example).
+_INTEGER_PARAMS: dict[str, tuple[int, int]] = {
+    "connect_timeout": (0, 86400),
+    "keepalives": (0, 1),
+    "keepalives_idle": (1, 32767),
+    "keepalives_interval": (1, 32767),
+    "keepalives_count": (1, 127),
+    "tcp_user_timeout": (0, 86_400_000),
+}
+#: libpq keywords that take one of a few words.
+_CHOICE_PARAMS: dict[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby",
+                             "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "min_protocol_version": ("3.0", "3.2", "latest"),
+    "max_protocol_version": ("3.0", "3.2", "latest"),
+    "ssl_min_protocol_version": ("", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "replication": ("", "true", "on", "yes", "1", "false", "off", "no", "0", "database"),
+}
+_AUTH_METHODS = frozenset({"password", "md5", "gss", "sspi", "scram-sha-256", "oauth", "none"})
+#: Encoding names the server accepts, compared as it does: lower case, letters and digits only.
+_ENCODINGS = frozenset({
+    "auto", "abc", "alt", "big5", "euccn", "eucjis2004", "eucjp", "euckr", "euctw", "gb18030",
+    "gbk", "iso88591", "iso885910", "iso885913", "iso885914", "iso885915", "iso885916",
+    "iso88595", "iso88596", "iso88597", "iso88598", "iso88599", "johab", "koi8", "koi8r",
+    "koi8u", "latin1", "latin2", "latin3", "latin4", "latin5", "latin6", "latin7", "latin8",
+    "latin9", "latin10", "mskanji", "muleinternal", "shiftjis", "shiftjis2004", "sjis",
+    "sqlascii", "tcvn", "tcvn5712", "uhc", "unicode", "utf8", "vscii", "win", "win866",
+    "win874", "win932", "win936", "win949", "win950", "windows866", "windows874",
+    "windows932", "windows936", "windows949", "windows950",
+    *(f"win{n}" for n in range(1250, 1259)), *(f"windows{n}" for n in range(1250, 1259)),
+})
+#: libpq's SCRAM keys: the base64 of a SHA-256-sized key.
+_SCRAM_KEYS = ("scram_client_key", "scram_server_key")
+_MAX_PREPARE_THRESHOLD = 1_000_000
+
+
+def _libpq_keywords() -> frozenset[str]:
+    """Every connection keyword the installed libpq knows."""
+    import psycopg
+
+    return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
+def _conninfo_keywords(conninfo: str) -> list[str]:
+    """The keyword names written in a conninfo string (URI query parameters or
+    ``key=value`` pairs), found without libpq so that every unknown one is reported."""
+    if "://" in conninfo:
+        from urllib.parse import parse_qsl, urlsplit
+
+        try:
+            query = urlsplit(conninfo).query
+        except ValueError:
+            return []
+        return [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    return re.findall(r"(?:^|\s)(\w+)\s*=", conninfo)
+
+
+def _libpq_reason(exc: Exception, known: frozenset[str]) -> str:
+    """libpq's message without its trailing newline, and without quoting a fragment of the
+    string that is not a keyword (it may be part of a password)."""
+    text = str(exc).strip()
+    return re.sub(r'"([^"]*)"', lambda m: m[0] if m[1] in known or m[1] == "=" else '"..."',
+                  text)
+
+
+def _check_postgres_options(options: Mapping[str, Any]) -> list[str]:
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        libpq_known = _libpq_keywords()
+    except ImportError:
+        return ["psycopg 3 is not installed; install it with 'pip install psycopg[binary]'."]
+    problems: list[str] = []
+    given = options.get("conninfo", "")
+    conninfo = given if isinstance(given, str) else ""
+    if not (isinstance(given, str) or given is None or provided_at_creation(given)):
+        problems.append(f"'conninfo' is {type(given).__name__}; expected a string such "
+                        "as 'postgresql://user@host/dbname'.")
+    known = sorted(libpq_known | PSYCOPG_KEYWORDS | {"conninfo"})
+    problems += unknown_options(options, known, "'conninfo', a libpq connection keyword or "
+                                f"one of psycopg's: {', '.join(sorted(PSYCOPG_KEYWORDS))}")
+    unknown_in_conninfo = False
+    for name in _conninfo_keywords(conninfo):
+        if name not in libpq_known:
+            unknown_in_conninfo = True
+            problems.append(f"'conninfo' has unknown keyword {show(name)}; expected a libpq "
+                            f"connection keyword.{did_you_mean(name, libpq_known)}")
+    if "autocommit" in options and not isinstance(options["autocommit"], bool | None):
+        problems.append(f"'autocommit' is {show(options['autocommit'])}; expected True or False.")
+    problems += check_number(options, "prepare_threshold", 0, _MAX_PREPARE_THRESHOLD,
+                             integer=True, seconds=False, allow_none=True)
+    for name in ("row_factory", "cursor_factory"):
+        if options.get(name) is not None and not callable(options[name]):
+            problems.append(f"{name!r} is {show(options[name])}; expected a callable "
+                            "(such as psycopg.rows.dict_row) or None.")
+    libpq: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "conninfo" or name in PSYCOPG_KEYWORDS or name not in libpq_known:
+            continue
+        if provided_at_creation(value) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            # The value's text is not shown: this may be the password.
+            problems.append(f"{name!r} is of type {type(value).__name__}; expected a string or "
+                            "an integer.")
+            continue
+        if isinstance(value, int) and not -2**63 <= value < 2**63:
+            problems.append(f"{name!r} is {show(value)}; expected a string or a 64-bit "
+                            "integer.")
+            continue
+        libpq[name] = value
+    try:
+        params = conninfo_to_dict(make_conninfo(conninfo, **libpq))
+    except Exception as exc:
+        reason = _libpq_reason(exc, libpq_known)
+        # libpq names only the first unknown keyword: each one is reported above.
+        if not (unknown_in_conninfo and reason.startswith(("invalid connection option",
+                                                            "invalid URI query parameter"))):
+            problems.append(f"psycopg rejects the connection options: {reason}")
+        return problems
+    return problems + _check_param_values(params)
+
+
+def _check_param_values(params: Mapping[str, Any]) -> list[str]:
+    """Values libpq would refuse only when connecting: ports, integers, enumerations."""
+    problems = []
+    port = params.get("port")
+    if port is not None and not all(not part.strip() or _is_int_text(part, 1, 65535)
+                                    for part in str(port).split(",")):
+        problems.append(f"'port' is {show(str(port))}; expected an integer from 1 to 65535 "
+                        "(or a comma-separated list of them).")
+    for name, (low, high) in _INTEGER_PARAMS.items():
+        value = str(params.get(name, "0")).strip()
+        if name in params and not _is_int_text(value, low, high):
+            problems.append(f"{name!r} is {show(value)}; expected an integer from {low} to "
+                            f"{high}.")
+    for name, choices in _CHOICE_PARAMS.items():
+        word = params.get(name)
+        if word is not None and word not in choices:
+            problems.append(f"{name!r} is {show(word)}; expected one of "
+                            f"{', '.join(repr(c) for c in choices)}.")
+    methods = params.get("require_auth")
+    if methods is not None and not all(
+            method.removeprefix("!") in _AUTH_METHODS for method in methods.split(",")):
+        problems.append(f"'require_auth' is {show(methods)}; expected a comma-separated list "
+                        f"of {', '.join(sorted(_AUTH_METHODS))}, each may start with '!'.")
+    encoding = params.get("client_encoding")
+    if encoding and re.sub(r"[^a-z0-9]", "", encoding.lower()) not in _ENCODINGS:
+        problems.append(f"'client_encoding' is {show(encoding)}; expected a PostgreSQL "
+                        "encoding name such as 'UTF8', or 'auto'.")
+    for name in _SCRAM_KEYS:
+        if name in params and not _is_scram_key(params[name]):
+            # Not shown: it is a key.
+            problems.append(f"{name!r} is not the base64 of a 32-byte key.")
+    return problems
+
+
+def _is_scram_key(text: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _is_int_text(text: str, low: int, high: int) -> bool:
+    text = text.strip()
+    # ASCII digits only ("²".isdigit() is true), and short: int() of a huge string raises.
+    return (text.isascii() and text.isdigit() and len(text) <= 12
+            and low <= int(text) <= high)
 
 
 def _connect_params(options: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -86,32 +278,9 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
-        """Reject what ``psycopg.connect`` would reject, without connecting."""
-        try:
-            from psycopg.conninfo import make_conninfo
-        except ImportError:
-            return ["psycopg 3 is not installed; install it with 'pip install psycopg[binary]'."]
-        problems = []
-        conninfo = options.get("conninfo", "")
-        if not isinstance(conninfo, str):
-            problems.append(f"'conninfo' is {type(conninfo).__name__}; expected a string such "
-                            "as 'postgresql://user@host/dbname'.")
-            conninfo = ""
-        if "autocommit" in options and not isinstance(options["autocommit"], bool):
-            problems.append(f"'autocommit' is {options['autocommit']!r}; expected True or False.")
-        threshold = options.get("prepare_threshold", 5)
-        if threshold is not None and (
-            not isinstance(threshold, int) or isinstance(threshold, bool)
-        ):
-            problems.append(f"'prepare_threshold' is {threshold!r}; expected an integer or None.")
-        _, libpq, _ = _connect_params(options)
-        try:
-            make_conninfo(conninfo, **libpq)
-        except Exception as exc:
-            from pooled_clients.masking import mask_text
-
-            problems.append(mask_text(f"psycopg rejects the connection options: {exc}"))
-        return problems
+        """Reject what ``psycopg.connect`` or libpq would reject, each bad option on its own,
+        without connecting."""
+        return _check_postgres_options(options)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -23,7 +23,17 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pooled_clients.backends.base import ClientBackend, unknown_options
+from pooled_clients.backends.base import (
+    MAX_SECONDS,
+    MIN_SECONDS,
+    ClientBackend,
+    check_number,
+    did_you_mean,
+    number_fault,
+    provided_at_creation,
+    show,
+    unknown_options,
+)
 
 __all__ = ["TCPBackend"]
 
@@ -33,10 +43,6 @@ TLS_OPTION_NAMES = ("cafile", "certfile", "keyfile", "server_hostname", "verify"
 
 class PeerClosedError(ConnectionError):
     """The peer closed the connection, or it holds bytes no caller read."""
-
-
-def _is_seconds(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 class TCPBackend(ClientBackend[socket.socket]):
@@ -66,25 +72,27 @@ class TCPBackend(ClientBackend[socket.socket]):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
-        """Every problem with the TCP OPTIONS, without any network or file I/O."""
+        """Every problem with the TCP OPTIONS, without any network or file I/O. A callable
+        value is accepted as it is: it is called for each client creation."""
         problems = unknown_options(options, OPTION_NAMES)
         host = options.get("host")
-        if not isinstance(host, str) or not host:
+        if host is None:
             problems.append("'host' is required; expected a host name or IP address.")
+        elif not provided_at_creation(host) and not (
+                isinstance(host, str) and host and not any(c.isspace() for c in host)):
+            problems.append(f"'host' is {show(host)}; expected a host name or IP address.")
         port = options.get("port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            problems.append(f"'port' is {port!r}; expected an integer from 1 to 65535.")
+        if not provided_at_creation(port) and number_fault(port, 1, 65535, integer=True):
+            problems.append(f"'port' is {show(port)}; expected an integer from 1 to 65535.")
         keepalive = options.get("keepalive", True)
-        if not isinstance(keepalive, bool):
-            problems.append(f"'keepalive' is {keepalive!r}; expected True or False.")
-        timeout = options.get("timeout")
-        if timeout is not None and not _is_seconds(timeout):
-            problems.append(f"'timeout' is {timeout!r}; expected a number of seconds > 0 or None.")
+        if not isinstance(keepalive, bool) and not provided_at_creation(keepalive):
+            problems.append(f"'keepalive' is {show(keepalive)}; expected True or False.")
+        problems += check_number(options, "timeout", MIN_SECONDS, MAX_SECONDS, allow_none=True)
         tls = options.get("tls", False)
         if isinstance(tls, Mapping):
             problems.extend(cls._check_tls_options(tls))
-        elif not isinstance(tls, bool):
-            problems.append(f"'tls' is {tls!r}; expected True, False or a dict of "
+        elif not isinstance(tls, bool) and not provided_at_creation(tls):
+            problems.append(f"'tls' is {show(tls)}; expected True, False or a dict of "
                             f"{', '.join(TLS_OPTION_NAMES)}.")
         return problems
 
@@ -93,14 +101,16 @@ class TCPBackend(ClientBackend[socket.socket]):
         problems = []
         for name in tls:
             if name not in TLS_OPTION_NAMES:
-                problems.append(f"'tls' has unknown key {name!r}; expected one of "
-                                f"{', '.join(TLS_OPTION_NAMES)}.")
+                problems.append(f"'tls' has unknown key {show(name)}; expected one of "
+                                f"{', '.join(TLS_OPTION_NAMES)}."
+                                f"{did_you_mean(name, TLS_OPTION_NAMES)}")
         for name in ("cafile", "certfile", "keyfile", "server_hostname"):
             value = tls.get(name)
-            if value is not None and (not isinstance(value, str) or not value):
-                problems.append(f"'tls'[{name!r}] is {value!r}; expected a non-empty string.")
+            if value is not None and not provided_at_creation(value) and (
+                    not isinstance(value, str) or not value):
+                problems.append(f"'tls'[{name!r}] is {show(value)}; expected a non-empty string.")
         if "verify" in tls and not isinstance(tls["verify"], bool):
-            problems.append(f"'tls'['verify'] is {tls['verify']!r}; expected True or False.")
+            problems.append(f"'tls'['verify'] is {show(tls['verify'])}; expected True or False.")
         if tls.get("keyfile") and not tls.get("certfile"):
             problems.append("'tls' has 'keyfile' without 'certfile'; expected both (or a "
                             "certfile holding the key too).")

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pooled_clients import conf
 from pooled_clients.core import ClientPool
 from pooled_clients.handler import pools
+from pooled_clients.masking import mask_text
 
 
 class Command(BaseCommand):
@@ -53,10 +54,9 @@ class Command(BaseCommand):
         try:
             parsed = conf.parse_definition(alias, definition)
             pool = pools[alias]
-        except ImproperlyConfigured:
-            # The details (which may quote OPTIONS) belong to `manage.py check`.
+        except ImproperlyConfigured as exc:
             self.stdout.write(self.style.ERROR(
-                f"{alias}: FAILED: misconfigured; run `manage.py check` for details"))
+                f"{alias}: FAILED: misconfigured: {mask_text(str(exc))}"))
             return False
         timeout = options["timeout"] if options["timeout"] is not None else parsed.health_timeout
         start = time.monotonic()

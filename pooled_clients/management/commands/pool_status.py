@@ -36,14 +36,22 @@ class Command(BaseCommand):
         data = status_data(publish_self=False)
         if aliases:
             data["pools"] = [p for p in data["pools"] if p["alias"] in aliases]
+            if "misconfigured" in data:
+                data["misconfigured"] = [p for p in data["misconfigured"]
+                                         if p["alias"] in aliases]
         if options["json"]:
             self.stdout.write(json.dumps(data, indent=2, default=str))
             return
         self.stdout.write(f"host {data['host']} pid {data['pid']}")
-        self.stdout.write(_table(data["pools"]))
+        if data["pools"] or not data.get("misconfigured"):
+            self.stdout.write(_table(data["pools"]))
         for pool in data["pools"]:
             if pool["last_error"]:
                 self.stdout.write(f"{pool['alias']}: last error: {pool['last_error']}")
+        for bad in data.get("misconfigured", ()):
+            if not aliases or bad["alias"] in aliases:
+                self.stdout.write(self.style.ERROR(
+                    f"{bad['alias']}: MISCONFIGURED, not built: {bad['problem']}"))
         if "workers" in data:
             self.stdout.write(f"\n{len(data['workers'])} worker(s) publishing:")
             for worker in data["workers"]:

@@ -37,7 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = REPO_ROOT / ".venv" / "wheelhouse"
 # What the quickstart's settings name, replaced by the addresses of the suite's servers just
 # as a reader puts in their own.
-DOC_CONNINFO = "postgresql://app:secret@db/warehouse"
+DOC_CONNINFO = "postgresql://app@db/warehouse"
+DOC_PASSWORD = '"password": "secret"'
 DOC_BASE_URL = "https://api.example.com/v1/"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -231,10 +232,12 @@ def quickstart_project(dist: Dist, tmp_path: Path, postgres: PostgresCluster,
             _run(project.command(words), cwd=project.root, timeout=60, env=env)
     package = project.root / "mysite"
     settings_code = quickstart["settings"]
-    for placeholder in (DOC_CONNINFO, DOC_BASE_URL):
+    for placeholder in (DOC_CONNINFO, DOC_PASSWORD, DOC_BASE_URL):
         assert settings_code.count(placeholder) == 1, placeholder
-    settings_code = settings_code.replace(DOC_CONNINFO, postgres.conninfo("app")).replace(
-        DOC_BASE_URL, upstream.url + "json/v1/")
+    settings_code = (settings_code
+                     .replace(DOC_CONNINFO, postgres.conninfo("app", password=False))
+                     .replace(DOC_PASSWORD, f'"password": {postgres.password!r}')
+                     .replace(DOC_BASE_URL, upstream.url + "json/v1/"))
     with (package / "settings.py").open("a") as settings_file:
         settings_file.write("\n\n" + settings_code)
     (package / "views.py").write_text(quickstart["views"])

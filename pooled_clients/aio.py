@@ -68,11 +68,12 @@ class AsyncPool(PoolCore[T]):
         )
 
     def connection(self, timeout: float | None = None,
-                   endpoint: str | None = None) -> NoReturn:
+                   endpoint: str | None = None, key: object = None) -> NoReturn:
         """Refused: use :meth:`aconnection`."""
         raise self._sync_api_error("connection()")
 
-    def acquire(self, timeout: float | None = None, endpoint: str | None = None) -> NoReturn:
+    def acquire(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> NoReturn:
         """Refused: use :meth:`aacquire`."""
         raise self._sync_api_error("acquire()")
 
@@ -83,16 +84,17 @@ class AsyncPool(PoolCore[T]):
     # ------------------------------------------------------------------ async API
 
     def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None) -> AsyncConnection[T]:
+                    endpoint: str | None = None, key: object = None) -> AsyncConnection[T]:
         """``async with pool.aconnection() as client:``."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return AsyncConnection(self, timeout, _getframe(1))
 
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> T:
         """Check a client out on the running loop; return it with :meth:`arelease`."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return await self._acheckout(timeout, _getframe(1))
 
     async def arelease(self, client: T, discard: bool = False) -> None:

@@ -1393,6 +1393,7 @@ class PoolCore(Generic[T]):
             state=state,
             timeout=self.settings.timeout,
             backend_stats=dict(backend_stats()) if callable(backend_stats) else {},
+            name=self.name,
             size=size - closing, idle=idle, in_use=in_use, waiting=waiting,
             acquired_total=acquired,
             released_total=released, created_total=created, closed_total=closed,
@@ -1452,10 +1453,13 @@ class PoolCore(Generic[T]):
         error.__cause__ = exc
         return error
 
-    def _unknown_endpoint(self, endpoint: str) -> PoolDoesNotExist:
-        return PoolDoesNotExist(
-            f"Pool {self.alias!r} has no endpoint {endpoint!r} (it defines no ENDPOINTS)."
-        )
+    def _not_routable(self, endpoint: str | None, key: object) -> PoolError:
+        """The error for ``endpoint=`` or ``key=`` on a pool that has neither."""
+        if endpoint is not None:
+            return PoolDoesNotExist(
+                f"Pool {self.alias!r} has no endpoint {endpoint!r} (it defines no ENDPOINTS).")
+        return PoolError(f"Pool {self.alias!r} is not keyed: it defines no KEYS, so key= "
+                         "means nothing to it.")
 
 
 _FORK_LOCK = threading.RLock()

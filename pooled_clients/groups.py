@@ -272,22 +272,22 @@ class PoolGroup(Generic[T]):
         """The pools whose acquire waits make up this pool's (each member)."""
         return self.members()
 
-    def _member_stats(self) -> dict[str, PoolStats]:
+    def _member_stats(self) -> list[tuple[PoolCore[T], PoolStats]]:
         with self.capacity.lock:  # one consistent snapshot across the members
-            return {str(m.name): m.stats() for m in self.members()}
+            return [(m, m.stats()) for m in self.members()]
 
-    def _totals(self, per: dict[str, PoolStats], **extra: Any) -> PoolStats:
-        """The totals over ``per`` (name -> member stats)."""
-        values = list(per.values())
+    def _totals(self, pairs: list[tuple[PoolCore[T], PoolStats]], **extra: Any) -> PoolStats:
+        """The totals over ``pairs`` (member, its stats)."""
+        values = [s for _, s in pairs]
         # The slowest member's waits: the figure worth alerting on.
         p50, p95, p99 = (_highest(getattr(s, name) for s in values)
                          for name in ("wait_ms_p50", "wait_ms_p95", "wait_ms_p99"))
-        last = max(self.members(), key=lambda m: m.last_error_at() or 0.0, default=None)
+        failed = [(m.last_error_at(), m, s) for m, s in pairs
+                  if m.last_error_at() is not None and s.last_error]
         last_error = None
-        if last is not None and last.last_error_at() is not None:
-            text = per.get(str(last.name))
-            if text is not None and text.last_error:
-                last_error = f"{self._describe_member(last)}: {text.last_error}"
+        if failed:
+            _, member, latest = max(failed, key=lambda item: item[0] or 0.0)
+            last_error = f"{self._describe_member(member)}: {latest.last_error}"
         states = {s.state for s in values}
         if not values:
             state = "open"
@@ -299,7 +299,7 @@ class PoolGroup(Generic[T]):
         def total(name: str) -> int:
             return sum(int(getattr(s, name)) for s in values)
 
-        capacity = sum(m.settings.max_size for m in self.members())
+        capacity = sum(m.settings.max_size for m, _ in pairs)
         if self.total_max_size is not None:
             capacity = min(capacity, self.total_max_size) if values else self.total_max_size
         return PoolStats(
@@ -307,7 +307,7 @@ class PoolGroup(Generic[T]):
             backend=self.backend_path,
             target=self.target,
             pid=os.getpid(),
-            min_size=sum(m.settings.min_size for m in self.members()),
+            min_size=sum(m.settings.min_size for m, _ in pairs),
             max_size=capacity,
             size=total("size"),
             idle=total("idle"),

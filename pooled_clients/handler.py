@@ -80,6 +80,10 @@ class PoolHandler:
             from pooled_clients.endpoints import EndpointPool
 
             return EndpointPool.from_definition(parsed)
+        if parsed.keys is not None:
+            from pooled_clients.keyed import KeyedPool
+
+            return KeyedPool.from_definition(parsed)
         backend = parsed.backend_class(alias, parsed.options)
         if parsed.backend_class.is_async:
             from pooled_clients.aio import AsyncPool

@@ -136,34 +136,36 @@ class Pool(PoolCore[T]):
     # ------------------------------------------------------------------ public API
 
     def connection(self, timeout: float | None = None,
-                   endpoint: str | None = None) -> Connection[T]:
+                   endpoint: str | None = None, key: object = None) -> Connection[T]:
         """Context manager yielding a client, returned (reset or discarded) on exit."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return Connection(self, timeout)
 
-    def acquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+    def acquire(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> T:
         """Check a client out; return it with :meth:`release`.
 
         Raises :class:`PoolTimeout` when none came free within ``timeout`` (default
         TIMEOUT), :class:`ClientCreationError` when the service cannot be reached,
         :class:`PoolExhausted` past MAX_WAITING and :class:`PoolClosed` once closed.
         """
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return self._checkout(timeout, _getframe(1))
 
     def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None) -> AsyncConnection[T]:
+                    endpoint: str | None = None, key: object = None) -> AsyncConnection[T]:
         """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return AsyncConnection(self, timeout, _getframe(1))
 
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> T:
         """:meth:`acquire` for async code: same timeout, limits, errors and stats."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return await self._acheckout(timeout, _getframe(1))
 
     async def arelease(self, client: T, discard: bool = False) -> None:

@@ -66,6 +66,14 @@ class PoolStats:
     creating: int = 0
     #: Clients being closed (not in ``size``): their slots come free once they are closed.
     closing: int = 0
+    #: The endpoint, or the key as ``describe_key`` shows it, of a member pool's stats.
+    name: str | None = None
+    #: A keyed pool's live keys, and how many it evicted (least recently used at KEYS MAX,
+    #: or idle past KEYS IDLE_TIMEOUT).
+    keys: int = 0
+    key_evictions_total: int = 0
+    #: A keyed pool's busiest keys (by clients in use, then checkouts), at most 20.
+    top_keys: dict[str, PoolStats] = field(default_factory=dict)
     timeout: float = 0.0
     #: Backend-specific figures (for HTTP pools: request latency percentiles and error rate).
     backend_stats: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +87,7 @@ class PoolStats:
         """JSON-ready form (endpoints and leases included)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["endpoints"] = {name: s.as_dict() for name, s in self.endpoints.items()}
+        data["top_keys"] = {name: s.as_dict() for name, s in self.top_keys.items()}
         data["leases"] = [lease.as_dict() for lease in self.leases]
         data["utilization"] = round(self.utilization, 4)
         return data

@@ -57,6 +57,9 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("pooled_clients.E016", {"x": {"BACKEND": "pooled_clients.backends.postgres."
                                    "AsyncPostgresBackend", "OPTIONS": {},
                                    "ENDPOINTS": {"a": {}, "b": {}}}}, {}),
+    ("pooled_clients.E017", {"x": {**GOOD_HTTP, "KEYS": {"MAX": 10},
+                                   "ENDPOINTS": {"a": {}}}}, {}),
+    ("pooled_clients.E017", {"x": {**GOOD_HTTP, "KEYS": {"MAXIMUM": 10}}}, {}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHUTDOWN_TIMEOUT": -1}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHUTDOWN_TIMEUOT": 1}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHARED_STATUS": "redis"}),

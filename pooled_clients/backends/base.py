@@ -231,6 +231,14 @@ class ClientBackend(Generic[T]):
         """The target people see: host, port, database, user; never a secret."""
         return type(self).__name__
 
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        """Stand-ins for the options a key supplies (a TCP host and port), so that the
+        options of a keyed pool, which may leave them out, can be checked and a backend
+        built from them to answer :meth:`key_options` and :meth:`describe_key`. Override
+        with what a key of this backend supplies."""
+        return {}
+
     def key_options(self, key: Any) -> dict[str, Any]:
         """Options for the clients of ``key`` in a keyed pool, merged over the pool's.
 

@@ -314,6 +314,31 @@ class HTTPBackend(ClientBackend[PooledSession]):
         """The base URL without credentials, query or fragment."""
         return mask_url(self.base_url)
 
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        """A key may be an absolute URL: ``base_url`` may then be left out."""
+        return {"base_url": "http://localhost/"}
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is an absolute URL, or a path appended to ``base_url``'s path."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("an HTTP key is a URL or a path")
+        parts = urlsplit(key)
+        if parts.scheme:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("an HTTP key URL must be http:// or https:// with a host")
+            return {"base_url": key}
+        if "base_url" not in self.options:
+            raise ValueError("a path key needs base_url in OPTIONS")
+        return {"base_url": urljoin(self.base_url, key.lstrip("/"))}
+
+    def describe_key(self, key: Any) -> str:
+        """The key's URL without credentials or query (where tokens travel)."""
+        try:
+            return mask_url(self.key_options(key)["base_url"])
+        except ValueError:
+            return super().describe_key(key)
+
     def secrets(self) -> list[str]:
         """Header values, the auth password and any password in the base URL."""
         found = [value for value in self.headers.values() if value]

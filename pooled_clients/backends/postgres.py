@@ -368,6 +368,16 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
         found = [str(self._params[key]) for key in _SECRET_PARAMS if self._params.get(key)]
         return found + super().secrets()
 
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is a conninfo (``"dbname=tenant_7"``, a ``postgresql://`` URL) or the items
+        of a dict of connect keywords (``frozenset({"dbname": "t7"}.items())``: a dict is not
+        hashable), merged over the pool's OPTIONS."""
+        return _postgres_key_options(key)
+
+    def describe_key(self, key: Any) -> str:
+        """``user@host:port/dbname`` of the key, never its password."""
+        return _describe_postgres_key(key)
+
 
 class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     """A pool of ``psycopg.AsyncConnection`` objects, for async code only.
@@ -433,6 +443,16 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
         if client.pgconn.transaction_status != self._idle_status:
             await client.rollback()  # not autocommit: end the transaction the check began
 
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is a conninfo (``"dbname=tenant_7"``, a ``postgresql://`` URL) or the items
+        of a dict of connect keywords (``frozenset({"dbname": "t7"}.items())``: a dict is not
+        hashable), merged over the pool's OPTIONS."""
+        return _postgres_key_options(key)
+
+    def describe_key(self, key: Any) -> str:
+        """``user@host:port/dbname`` of the key, never its password."""
+        return _describe_postgres_key(key)
+
     def describe(self) -> str:
         """``postgresql://user@host:port/dbname`` without the password."""
         return self._parsed.describe()
@@ -440,3 +460,32 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""
         return self._parsed.secrets()
+
+
+def _postgres_key_options(key: Any) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    if isinstance(key, str) and key:
+        try:
+            return dict(conninfo_to_dict(key))
+        except Exception as exc:
+            raise ValueError(f"the key is not a valid conninfo ({type(exc).__name__})") from None
+    if isinstance(key, frozenset | tuple) and all(
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            for item in key):
+        return dict(key)
+    raise ValueError("a PostgreSQL key is a conninfo string or the items of a dict of connect "
+                     "keywords")
+
+
+def _describe_postgres_key(key: Any) -> str:
+    from pooled_clients.backends.base import describe_key_hash
+
+    try:
+        params = _postgres_key_options(key)
+    except ValueError:
+        return describe_key_hash(key)
+    user, host, port = params.get("user"), params.get("host"), params.get("port")
+    where = f"{host}{':' + str(port) if port else ''}" if host else ""
+    text = f"{user + '@' if user else ''}{where}/{params.get('dbname') or ''}"
+    return text if text != "/" else describe_key_hash(key)

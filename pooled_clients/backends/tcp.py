@@ -221,6 +221,26 @@ class TCPBackend(ClientBackend[socket.socket]):
             raise PeerClosedError("the peer closed the connection")
         raise PeerClosedError("unread TLS application data was waiting on the socket")
 
+    # ------------------------------------------------------------------ keys
+
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        """A key supplies the host and port."""
+        return {"host": "localhost", "port": 1}
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is ``(host, port)`` or ``"host:port"`` (``"[::1]:5432"`` for IPv6)."""
+        host, port = _address(key)
+        return {"host": host, "port": port}
+
+    def describe_key(self, key: Any) -> str:
+        """``host:port``: an address is no secret."""
+        try:
+            host, port = _address(key)
+        except ValueError:
+            return super().describe_key(key)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     # ------------------------------------------------------------------ presentation
 
     def describe(self) -> str:
@@ -228,3 +248,25 @@ class TCPBackend(ClientBackend[socket.socket]):
         scheme = "tcp" if self.tls_options is None else "tls"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+
+def _address(key: Any) -> tuple[str, int]:
+    """``(host, port)`` from a key of a keyed TCP pool; ``ValueError`` when it is neither
+    a ``(host, port)`` pair nor a ``"host:port"`` string."""
+    if isinstance(key, tuple) and len(key) == 2:
+        host, port = key
+    elif isinstance(key, str) and ":" in key:
+        host, _, port = key.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+    else:
+        raise ValueError("a TCP key is (host, port) or 'host:port'")
+    if not isinstance(host, str) or not host:
+        raise ValueError("a TCP key's host must be a non-empty string")
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise ValueError("a TCP key's port must be a number") from None
+    if isinstance(port, bool) or not 1 <= number <= 65535:
+        raise ValueError("a TCP key's port must be from 1 to 65535")
+    return host, number

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from pooled_clients.backends.base import ClientBackend
+from pooled_clients.masking import mask_text, printable
 from pooled_clients.pool import PoolSettings
 
 __all__ = [
@@ -313,9 +314,12 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
                                     "expected one pool per endpoint."))
     assert backend_cls is not None
     for where, options in option_sets:
+        # A backend's message may quote its options: masked like anything else rendered.
+        secrets = backend_cls.option_secrets(options)
         for message in backend_cls.check_options(options):
             problems.append(Problem("pooled_clients.E011",
-                                    f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']: {message}"))
+                                    f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']: "
+                                    f"{printable(mask_text(message.strip(), secrets))}"))
     return problems
 
 

@@ -77,3 +77,74 @@ def test_mask_helpers() -> None:
     assert "abc" not in mask_text("Authorization: Bearer abc")
     assert "zzz-token" not in mask_text("anything zzz-token here", secrets=["zzz-token"])
     assert mask_url("https://u:p@host:8443/a/?token=x#f") == "https://u@host:8443/a/"
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("access_token=AT-1&x=1", "AT-1"),
+    ("client_secret: CS-1", "CS-1"),
+    ("refresh_token=RT-1 user_password=UP-1", "RT-1"),
+    ("refresh_token=RT-1 user_password=UP-1", "UP-1"),
+    ("PGPASSWORD=PG-1 psql", "PG-1"),
+    ("x-api-key: XK-1", "XK-1"),
+    ("{'password': 'DP-1', 'user': 'u'}", "DP-1"),
+    ('{"password": "JP-1", "user": "u"}', "JP-1"),
+    ("{'auth': ('user', 'TP-1')}", "TP-1"),
+    ("Max retries exceeded with url: /health?code=QS-1 (Caused by ...)", "QS-1"),
+    ("https://h/v1/?sig=QS-2#frag", "QS-2"),
+    ("host=h password='SP a b c' port=5", "SP a b c"),
+])
+def test_secret_names_anywhere_and_query_strings_are_masked(text: str, secret: str) -> None:
+    masked = mask_text(text)
+    assert secret not in masked and "********" in masked, masked
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    text = "Pool 'db': a client to postgresql://app@127.0.0.1:5432/app failed: timed out."
+    assert mask_text(text) == text
+
+
+def test_masking_hostile_text_takes_linear_time() -> None:
+    import time
+
+    for text in ("token" * 100_000 + "=x", "?" * 100_000 + "=", "x" * 500_000 + "://a:"):
+        start = time.monotonic()
+        mask_text(text, ["abcdef"])
+        assert time.monotonic() - start < 2.0
+
+
+def test_printable_escapes_what_could_forge_a_line() -> None:
+    from pooled_clients.masking import printable
+
+    assert printable("worker\n2026-01-01 WARNING forged") == "worker\\n2026-01-01 WARNING forged"
+    assert printable("a\r\x1b[31m\u202e\u2028b\tc") == "a\\r\\x1b[31m\\u202e\\u2028b\\tc"
+    assert printable("plain text, ünïcode") == "plain text, ünïcode"
+
+
+def test_unquoted_password_with_spaces_never_shows_in_check_errors() -> None:
+    from pooled_clients import conf
+
+    with override_settings(POOLED_CLIENTS={"db": {
+        "BACKEND": "pooled_clients.backends.postgres.PostgresBackend",
+        "OPTIONS": {"conninfo": "host=127.0.0.1 password=first-half second-half user=app"},
+    }}):
+        problems = conf.validate_all()
+    assert [p.id for p in problems] == ["pooled_clients.E011"]
+    assert "half" not in problems[0].message, problems[0].message
+
+
+def test_non_string_secret_options_of_a_custom_backend_are_collected() -> None:
+    from pooled_clients.backends.base import ClientBackend
+
+    class Vendor(ClientBackend[object]):
+        secret_options = ("credentials",)
+
+    backend = Vendor("vendor", {
+        "credentials": {"user": "CU-1", "keys": ["CK-1", ("CK-2", b"CK-3")]},
+        "config": {"nested": {"x-api-key": "XK-2", "deeper": [{"client_secret": 12345678}]}},
+        "auth": ("someone", "AU-1"),
+        "endpoint": "https://vendor.example/",
+    })
+    found = backend.secrets()
+    for marker in ("CU-1", "CK-1", "CK-2", "CK-3", "XK-2", "12345678", "AU-1"):
+        assert marker in found, (marker, found)
+    assert "https://vendor.example/" not in found

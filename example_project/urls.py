@@ -19,7 +19,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # code, names, OK/unavailable) for anyone but staff.
     path("health/", HealthCheckView.as_view(
         checks=["health_check.checks.Database", *pool_checks()]), name="health"),
-    # Prometheus scrapes this; in production keep it off the public network.
+    # Prometheus scrapes this; POOLED_CLIENTS_METRICS_ACCESS says who may (default: anyone).
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     # The demo serves the admin's CSS itself; a real deployment lets the web server (or

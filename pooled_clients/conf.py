@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from pooled_clients import access
 from pooled_clients.backends.base import ClientBackend
 from pooled_clients.masking import mask_text, printable
 from pooled_clients.pool import PoolSettings
@@ -179,6 +180,10 @@ PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
                    "process (needs the `prometheus` extra); see Observability."),
     ProcessSetting("POOLED_CLIENTS_METRICS_INTERVAL", 5.0, "float",
                    "Seconds between two refreshes of the Prometheus metrics.", minimum=0.1),
+    ProcessSetting("POOLED_CLIENTS_METRICS_ACCESS", None, "metrics_access",
+                   "Who may read `metrics_view`: `None` (everyone) or a dict of any of "
+                   "`PERMISSION`, `TOKEN` (bearer), `IPS` (addresses or networks); others "
+                   "get 403. See Observability."),
 )
 _PROCESS_BY_NAME = {s.name: s for s in PROCESS_SETTINGS}
 
@@ -409,6 +414,9 @@ def _validate_process_settings() -> list[Problem]:
             problems.append(Problem("pooled_clients.E020",
                                     f"{spec.name} is {value!r}; expected None, 'database' or "
                                     "{'CACHE': '<cache alias>'}."))
+        elif spec.kind == "metrics_access":
+            problems.extend(Problem("pooled_clients.E020", message)
+                            for message in access.problems(spec.name, value))
     return problems
 
 

@@ -31,6 +31,8 @@ SECRET_WORDS = (
 _TEXT_WORDS = (*SECRET_WORDS, "key")
 
 _WORD_RE = re.compile("|".join(re.escape(word) for word in _TEXT_WORDS), re.IGNORECASE)
+# "KeyError: 'x'", "TokenExpiredError: ...": an exception's type, not a secret's name.
+_NOT_NAMES = ("Error", "Exception", "Warning")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 # What follows a secret name in a libpq conninfo, a query string, a header, or a dict repr
 # or JSON ('password': '...', "password": "..."): a separator and the value.
@@ -156,7 +158,7 @@ def _mask_pairs(text: str) -> str:
         if start > 0 and text[start - 1] in "'\"" and text[end:end + 1] == text[start - 1]:
             end += 1
         value = _VALUE_RE.match(text, end)
-        if value is None or start < pos:
+        if value is None or start < pos or text[start:name_end].endswith(_NOT_NAMES):
             continue
         out += [text[pos:value.start("val")], MASK]
         pos = name_end = value.end()

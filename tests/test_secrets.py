@@ -103,8 +103,12 @@ def test_secret_names_anywhere_and_query_strings_are_masked(text: str, secret: s
     assert secret not in masked and "********" in masked, masked
 
 
-def test_ordinary_text_is_left_alone() -> None:
-    text = "Pool 'db': a client to postgresql://app@127.0.0.1:5432/app failed: timed out."
+@pytest.mark.parametrize("text", [
+    "Pool 'db': a client to postgresql://app@127.0.0.1:5432/app failed: timed out.",
+    "KeyError: 'warehouse'",
+    "AuthenticationError: the server refused the login",
+])
+def test_ordinary_text_is_left_alone(text: str) -> None:
     assert mask_text(text) == text
 
 

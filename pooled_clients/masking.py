@@ -55,6 +55,8 @@ _QUOTED_RE = re.compile(r"\"([^\"\n]+)\"|'([^'\n]+)'")
 #: Literal secrets shorter than this are masked only as quoted fragments: replacing every
 # "ab" in a message would mask ordinary words, not protect anything.
 _MIN_LITERAL = 3
+#: A query value this long is taken for a key whatever its name.
+_MIN_QUERY_SECRET = 8
 
 
 def is_secret_name(name: object, extra: Iterable[str] = ()) -> bool:
@@ -187,7 +189,10 @@ def mask_url(url: str) -> str:
 
 
 def url_secrets(url: object) -> list[str]:
-    """The password and every query value of ``url`` (as written and decoded)."""
+    """The password of ``url`` and the query values that may be secrets (under a secret
+    name, or long enough to be a key), as written and decoded. Every query string is
+    masked in text anyway; these literals also catch a value a library shows elsewhere,
+    while ``?format=json`` does not turn every "json" into a mask."""
     if not isinstance(url, str):
         return []
     try:
@@ -197,8 +202,8 @@ def url_secrets(url: object) -> list[str]:
         return []
     found = [password, unquote_plus(password)] if password else []
     for pair in filter(None, re.split(r"[&;]", parts.query)):
-        value = pair.partition("=")[2]
-        if value:
+        name, _, value = pair.partition("=")
+        if value and (is_secret_name(unquote_plus(name)) or len(value) >= _MIN_QUERY_SECRET):
             found += [value, unquote_plus(value)]
     return found
 

@@ -219,7 +219,8 @@ def conninfo_secrets(conninfo: object) -> list[str]:
     each ``password=`` (whole, and word by word up to the next ``name=``)."""
     if not isinstance(conninfo, str) or not conninfo:
         return []
-    found = url_secrets(conninfo) if "://" in conninfo else []
+    # A URL's query holds libpq parameters: only its password ones are secrets (below).
+    found = url_secrets(conninfo.split("?", 1)[0]) if "://" in conninfo else []
     try:
         from psycopg.conninfo import conninfo_to_dict
 

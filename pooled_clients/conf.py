@@ -324,7 +324,7 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
         for message in backend_cls.check_options(options):
             problems.append(Problem("pooled_clients.E011",
                                     f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']: "
-                                    f"{printable(mask_text(message.strip(), secrets))}"))
+                                    f"{printable(mask_text(str(message).strip(), secrets))}"))
     return problems
 
 

@@ -236,12 +236,10 @@ def printable(text: object) -> str:
         return value
     out = []
     for char in value:
-        if char.isprintable() or char == " ":
+        if char.isprintable() or unicodedata.category(char) == "Zs":  # no-break spaces too
             out.append(char)
         elif char in _ESCAPES:
             out.append(_ESCAPES[char])
-        elif unicodedata.category(char) in ("Zs",):
-            out.append(char)
         else:
             code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else

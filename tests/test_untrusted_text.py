@@ -222,3 +222,21 @@ def test_malformed_cache_entries_are_skipped(settings: Any, upstream: UpstreamSe
     shared_status.publish()  # a tampered index does not stop this worker from publishing
     assert {w["pid"] for w in shared_status.read()} >= {3}
     cache.clear()
+
+
+@pytest.mark.django_db
+def test_line_breaks_never_split_the_health_report(admin_client: Client,
+                                                   pooled_clients_settings: Configure) -> None:
+    from devservers.ports import free_port
+
+    pooled_clients_settings(ALIAS, {
+        "BACKEND": "tests.test_untrusted_text.ForgingBackend",
+        "OPTIONS": {"host": "127.0.0.1", "port": free_port()},  # nothing listens: it fails
+        "CONNECT_RETRIES": 0, "HEALTH": {"TIMEOUT": 1.0},
+    })
+    for url in ("/health/", "/pooled-health/"):
+        response = admin_client.get(url + "?format=text")
+        assert response.status_code == 500
+        lines = response.content.decode().splitlines()
+        assert all(line.startswith(("PoolHealthCheck(", "Database(")) for line in lines), lines
+        assert "tcp://evil\\nWARNING forged line\\x1b[2J" in response.content.decode()

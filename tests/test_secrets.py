@@ -329,3 +329,14 @@ def test_no_secret_shows_on_any_surface(settings: Any, client: Client, admin_cli
     # Nothing was hidden by never being rendered: every pool shows on the page and in JSON.
     for alias in ("pg_url", "pg_kw", "pg_opt", "api", "api_async", "vendor"):
         assert f'"alias": "{alias}"' in surfaces["pool_status --json"], alias
+
+
+@pytest.mark.parametrize("backend", ["PostgresBackend", "AsyncPostgresBackend"])
+def test_both_postgres_backends_find_conninfo_passwords_without_connecting(backend: str) -> None:
+    from pooled_clients.backends import postgres
+
+    cls = getattr(postgres, backend)
+    options = {"conninfo": "postgresql://app:url-pw-1@h/db", "sslpassword": "key-pw-2"}
+    assert {"url-pw-1", "key-pw-2"} <= set(cls.option_secrets(options))
+    unparsable = {"conninfo": "host=h password=left-half right-half user=app"}
+    assert {"left-half", "right-half"} <= set(cls.option_secrets(unparsable))

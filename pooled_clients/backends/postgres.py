@@ -305,6 +305,11 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
         """``postgresql://user@host:port/dbname`` without the password."""
         return self._parsed.describe()
 
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The same secrets as :meth:`PostgresBackend.option_secrets`."""
+        return PostgresBackend.option_secrets(options)
+
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""
         return self._parsed.secrets()

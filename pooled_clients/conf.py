@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from pooled_clients import access
 from pooled_clients.backends.base import (
     MAX_SECONDS,
     MIN_SECONDS,
@@ -26,7 +27,7 @@ from pooled_clients.backends.base import (
     span,
 )
 from pooled_clients.core import PoolSettings
-from pooled_clients.masking import mask_text
+from pooled_clients.masking import mask_text, printable
 
 __all__ = [
     "ERROR_IDS",
@@ -242,6 +243,10 @@ PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
     ProcessSetting("POOLED_CLIENTS_METRICS_INTERVAL", 5.0, "float",
                    "Seconds between two refreshes of the Prometheus metrics.",
                    minimum=MIN_SECONDS),
+    ProcessSetting("POOLED_CLIENTS_METRICS_ACCESS", None, "metrics_access",
+                   "Who may read `metrics_view`: `None` (everyone) or a dict of any of "
+                   "`PERMISSION`, `TOKEN` (bearer), `IPS` (addresses or networks); others "
+                   "get 403. See Observability."),
 )
 _PROCESS_BY_NAME = {s.name: s for s in PROCESS_SETTINGS}
 #: Cache backends that keep their data inside one process.
@@ -380,12 +385,15 @@ def _check_options(alias: str, backend_cls: type[ClientBackend[Any]], where: str
                    options: dict[str, Any]) -> list[Problem]:
     label = f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']"
     try:
+        # A backend's message may quote its options: masked like anything else rendered.
+        secrets = backend_cls.option_secrets(options)
         messages = backend_cls.check_options(options)
     except Exception as exc:  # a custom backend's own check must not take `check` down
-        reason = mask_text(f"{type(exc).__name__}: {exc}".strip())
+        reason = printable(mask_text(f"{type(exc).__name__}: {exc}".strip()))
         return [Problem("pooled_clients.E011",
                         f"{label}: {backend_cls.__name__}.check_options() raised {reason}")]
-    return [Problem("pooled_clients.E011", f"{label}: {mask_text(str(message)).strip()}")
+    return [Problem("pooled_clients.E011",
+                    f"{label}: {printable(mask_text(str(message).strip(), secrets))}")
             for message in messages]
 
 
@@ -569,6 +577,9 @@ def _validate_process_settings() -> list[Problem]:
             problems.append(Problem("pooled_clients.E020", expected))
         elif spec.kind == "shared_status":
             problems.extend(_validate_shared_status(spec, value, expected))
+        elif spec.kind == "metrics_access":
+            problems.extend(Problem("pooled_clients.E020", message)
+                            for message in access.problems(spec.name, value))
     interval = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_INTERVAL")
     max_age = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE")
     if (number_fault(interval, 0, MAX_SECONDS) is None

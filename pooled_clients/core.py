@@ -56,7 +56,7 @@ from pooled_clients.exceptions import (
     PoolExhausted,
     PoolTimeout,
 )
-from pooled_clients.masking import mask_exception, mask_text
+from pooled_clients.masking import mask_exception, mask_text, printable
 from pooled_clients.stats import Lease, PoolStats, WaitWindow
 
 T = TypeVar("T")
@@ -450,7 +450,7 @@ class PoolCore(Generic[T]):
         self._window = settings.check_window
         self._fast_leases = settings.leak_timeout is None
         self._label = alias if name is None else f"{alias}[{name}]"
-        self._target = backend.describe()
+        self._target = printable(backend.describe())
         self._secrets = tuple(backend.secrets())
         self._reset_state()
         maintenance.register(self)
@@ -1478,7 +1478,8 @@ def thread_name(ident: int) -> str:
     thread = threading._active.get(ident)  # type: ignore[attr-defined]
     if thread is None:
         return f"thread {ident} (ended)"
-    return str(thread.name)
+    # A thread's name is anyone's text: it must not start a new line of a log or a table.
+    return printable(str(thread.name))
 
 
 def _after_fork_in_child() -> None:

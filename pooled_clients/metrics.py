@@ -19,11 +19,11 @@ import threading
 import weakref
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from pooled_clients import conf
+from pooled_clients import access, conf
 from pooled_clients.core import ClientPool
 from pooled_clients.stats import PoolStats
 
@@ -196,7 +196,13 @@ def _registry() -> CollectorRegistry:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Serve every Prometheus metric of the process (of all workers in multiprocess mode),
-    after bringing this process's pool metrics up to date."""
+    after bringing this process's pool metrics up to date.
+
+    Open to everyone unless ``POOLED_CLIENTS_METRICS_ACCESS`` says who may read it
+    (:mod:`pooled_clients.access`); anyone else gets 403.
+    """
+    if not access.allowed(request, conf.get_process_setting("POOLED_CLIENTS_METRICS_ACCESS")):
+        return HttpResponseForbidden("403 Forbidden\n", content_type="text/plain")
     refresh()
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(_registry()), content_type=content_type)

@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pooled_clients import conf
+from pooled_clients.masking import printable
 
-__all__ = ["enabled", "local_snapshot", "publish", "read", "start", "totals", "withdraw"]
+__all__ = ["enabled", "local_snapshot", "publish", "read", "read_report", "start", "totals",
+           "withdraw"]
 
 logger = logging.getLogger("pooled_clients")
 
 JOB_NAME = "pooled_clients.shared_status"
 _INDEX_KEY = "pooled_clients:status:index"
 _KEY_PREFIX = "pooled_clients:status:"
+#: Text fields of a published pool (None or a string).
+_TEXT_FIELDS = ("state", "target", "backend", "last_error")
 #: Counters summed across workers in the totals.
 TOTAL_FIELDS = (
     "size", "idle", "in_use", "waiting", "max_size", "acquired_total", "released_total",
@@ -58,7 +63,8 @@ def _interval() -> float:
 
 def pool_dicts() -> list[dict[str, Any]]:
     """``as_dict()`` of every configured pool of this process, without acquiring stacks
-    (lines of source have no place on a shared page)."""
+    (lines of source have no place on a shared page), each text masked with the pool's
+    secrets and on one line (:func:`~pooled_clients.masking.printable`)."""
     from django.core.exceptions import ImproperlyConfigured
 
     from pooled_clients.handler import pools
@@ -66,12 +72,35 @@ def pool_dicts() -> list[dict[str, Any]]:
     result = []
     for alias in pools:
         try:
-            data = pools[alias].stats().as_dict()
+            pool = pools[alias]
+            data = pool.stats().as_dict()
         except ImproperlyConfigured:  # reported by `manage.py check`; the others still show
             continue
         _strip_stacks(data)
-        result.append(data)
+        _mask_errors(data, pool.mask)
+        result.append(clean(data))
     return result
+
+
+def _mask_errors(data: dict[str, Any], mask: Callable[[str], str]) -> None:
+    # The pool masked its errors already; again, in case a backend's text slipped through.
+    if isinstance(data.get("last_error"), str):
+        data["last_error"] = mask(data["last_error"])
+    for endpoint in data.get("endpoints", {}).values():
+        _mask_errors(endpoint, mask)
+
+
+def clean(value: Any) -> Any:
+    """``value`` (JSON-ready data) with every string, keys included, made
+    :func:`~pooled_clients.masking.printable`: a newline in an alias, a thread name or a
+    target cannot split a line of a table or forge a log line."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, Mapping):
+        return {clean(key): clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(item) for item in value]
+    return value
 
 
 def _strip_stacks(data: dict[str, Any]) -> None:
@@ -101,23 +130,71 @@ def publish() -> None:
 
 def read() -> list[dict[str, Any]]:
     """Every worker that published within MAX_AGE, sorted by host and pid; each has an
-    ``age`` in seconds."""
+    ``age`` in seconds. Malformed entries are left out (see :func:`read_report`)."""
+    return read_report()[0]
+
+
+def read_report() -> tuple[list[dict[str, Any]], int]:
+    """``(workers, skipped)``: the workers of :func:`read`, and how many entries of the
+    store were left out because they are malformed (written by another version of the
+    app, or tampered with: not JSON, missing keys, wrong types)."""
     store = conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS")
     if store is None:
-        return []
+        return [], 0
     now = time.time()
     oldest = now - _max_age()
-    workers = (_read_database(oldest) if store == "database"
-               else _read_cache(store["CACHE"], oldest))
-    for worker in workers:
-        worker["age"] = round(max(0.0, now - worker["published_at"]), 1)
-    return sorted(workers, key=lambda w: (w["host"], w["pid"]))
+    raw = (_read_database(oldest) if store == "database"
+           else _read_cache(store["CACHE"], oldest))
+    workers = []
+    skipped = 0
+    for entry in raw:
+        worker = _valid_worker(entry)
+        if worker is None:
+            skipped += 1
+        elif worker["published_at"] >= oldest:
+            worker["age"] = round(max(0.0, now - worker["published_at"]), 1)
+            workers.append(worker)
+    if skipped:
+        logger.debug("Skipped %d malformed entr%s of the shared pool status.", skipped,
+                     "y" if skipped == 1 else "ies")
+    return sorted(workers, key=lambda w: (w["host"], w["pid"])), skipped
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _valid_worker(entry: Any) -> dict[str, Any] | None:
+    """A clean copy of one published snapshot, or None when it is malformed."""
+    if not isinstance(entry, Mapping):
+        return None
+    host, pid, published_at, pools = (entry.get("host"), entry.get("pid"),
+                                      entry.get("published_at"), entry.get("pools"))
+    if (not isinstance(host, str) or not _is_count(pid) or not isinstance(pools, list)
+            or not isinstance(published_at, int | float) or isinstance(published_at, bool)
+            or not math.isfinite(published_at)):
+        return None
+    clean_pools = []
+    for pool in pools:
+        if not isinstance(pool, Mapping) or not isinstance(pool.get("alias"), str):
+            return None
+        if not all(_is_count(pool.get(name, 0)) for name in TOTAL_FIELDS):
+            return None
+        if not isinstance(pool.get("healthy", True), bool):
+            return None
+        if not all(isinstance(pool.get(name), str | None) for name in _TEXT_FIELDS):
+            return None
+        clean_pools.append({**dict.fromkeys(("in_use", "size", "max_size"), 0),
+                            "healthy": True, **pool})
+    worker: dict[str, Any] = clean({**entry, "pools": clean_pools})
+    return worker
 
 
 def totals(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per alias, the sum of sizes and counters over ``workers`` and how many are healthy."""
     by_alias: dict[str, dict[str, Any]] = {}
-    for worker in workers:
+    # Workers from read() are valid; an entry that is not is skipped here as well.
+    for worker in filter(None, map(_valid_worker, workers)):
         for pool in worker["pools"]:
             total = by_alias.setdefault(pool["alias"], {
                 "alias": pool["alias"], "workers": 0, "unhealthy_workers": 0,
@@ -255,7 +332,14 @@ def _read_database(oldest: float) -> list[dict[str, Any]]:
     from pooled_clients.models import WorkerStatus
 
     rows = WorkerStatus.objects.filter(published_at__gte=oldest).values_list("payload", flat=True)
-    return [json.loads(payload) for payload in rows]
+    return [_loads(payload) for payload in rows]
+
+
+def _loads(payload: Any) -> Any:
+    try:
+        return json.loads(payload)
+    except (TypeError, ValueError, RecursionError):
+        return None  # counted as malformed by the reader
 
 
 # --------------------------------------------------------------------------- cache
@@ -274,7 +358,8 @@ def _publish_cache(alias: str, snapshot: dict[str, Any]) -> None:
         index = cache.get(_INDEX_KEY)
         index = dict(index) if isinstance(index, Mapping) else {}
         now = snapshot["published_at"]
-        index = {key: at for key, at in index.items() if at >= now - max_age}
+        index = {key: at for key, at in index.items()
+                 if isinstance(key, str) and isinstance(at, int | float) and at >= now - max_age}
         index[name] = now
         cache.set(_INDEX_KEY, index, timeout=max_age * 10)
 
@@ -299,5 +384,6 @@ def _read_cache(alias: str, oldest: float) -> list[dict[str, Any]]:
     index = cache.get(_INDEX_KEY)
     if not isinstance(index, Mapping):
         return []
-    found = cache.get_many([_KEY_PREFIX + name for name in index])
-    return [s for s in found.values() if isinstance(s, dict) and s["published_at"] >= oldest]
+    found = cache.get_many([_KEY_PREFIX + name for name in index if isinstance(name, str)])
+    # The reader validates each entry (and counts the malformed ones) and ages them out.
+    return list(found.values())

@@ -20,7 +20,9 @@ HTTP_KEYS = ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "error_rate",
 
 def status_data(*, publish_self: bool = True) -> dict[str, Any]:
     """``{"host", "pid", "pools": [as_dict(), ...]}``, plus ``"workers"`` (every process
-    that published within MAX_AGE) and ``"totals"`` (per alias) when shared status is on.
+    that published within MAX_AGE) and ``"totals"`` (per alias) when shared status is on,
+    and ``"workers_skipped"`` when malformed entries of the store were left out. Every
+    text is masked and on one line (:func:`pooled_clients.shared_status.clean`).
     ``publish_self`` makes a serving process publish now (a one-off command does not)."""
     data: dict[str, Any] = {
         "host": socket.gethostname(),
@@ -36,11 +38,13 @@ def status_data(*, publish_self: bool = True) -> dict[str, Any]:
             if publish_self:
                 shared_status.start()
                 shared_status.publish()
-            workers = shared_status.read()
+            workers, skipped = shared_status.read_report()
         except Exception as exc:  # the local pools still deserve a page
             logger.warning("Reading the shared pool status failed: %s", type(exc).__name__)
-            workers = []
+            workers, skipped = [], 0
             data["workers_error"] = f"the shared status store failed ({type(exc).__name__})"
+        if skipped:
+            data["workers_skipped"] = skipped
         data["workers"] = workers
         data["totals"] = shared_status.totals(workers)
     return data

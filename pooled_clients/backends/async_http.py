@@ -200,11 +200,17 @@ class AsyncHTTPBackend(AsyncClientBackend["httpx.AsyncClient"]):
             await writer.wait_closed()
 
     def describe(self) -> str:
-        """The base URL without credentials, query or fragment."""
+        """The base URL without credentials, query or fragment, on one line."""
         return self._config.describe()
 
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The same secrets as :meth:`HTTPBackend.option_secrets`."""
+        return HTTPBackend.option_secrets(options)
+
     def secrets(self) -> list[str]:
-        """Header values, the auth password and any password in the base URL."""
+        """Header values, the auth password, and the passwords and query values of
+        ``base_url`` and ``health_path``."""
         return self._config.secrets()
 
     def stats(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
+from pooled_clients.masking import secrets_in_options
+
 T = TypeVar("T")
 
 __all__ = [
@@ -188,7 +190,9 @@ class ClientBackend(Generic[T]):
 
     #: True for backends whose clients must be used from async code only.
     is_async: ClassVar[bool] = False
-    #: Option names whose values are secrets (masked wherever they are shown).
+    #: Option names whose values are secrets (masked wherever they are shown), besides
+    #: every name holding a secret word anywhere (``access_token``, ``client_secret``,
+    #: ``x-api-key``; see :data:`pooled_clients.masking.SECRET_WORDS`), at any depth.
     secret_options: ClassVar[tuple[str, ...]] = ("password", "token", "secret")
 
     #: Seconds one creation attempt may take; set by the pool from ``CONNECT_TIMEOUT``.
@@ -253,13 +257,16 @@ class ClientBackend(Generic[T]):
         a secret (an API key). Override to show a key that is safe to show (a host name)."""
         return describe_key_hash(key)
 
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """Literal secret values in ``options``, found without building a backend (the
+        system checks mask their messages with them): every string, number or bytes value
+        inside an option, or a nested key, whose name is secret."""
+        return secrets_in_options(options, cls.secret_options)
+
     def secrets(self) -> list[str]:
         """Literal secret values to mask in any text the project renders."""
-        found: list[str] = []
-        for key, value in self.options.items():
-            if isinstance(value, str) and any(word in key.lower() for word in self.secret_options):
-                found.append(value)
-        return found
+        return type(self).option_secrets(self.options)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r} target={self.describe()!r}>"

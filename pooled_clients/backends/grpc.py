@@ -29,8 +29,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pooled_clients.aio import AsyncClientBackend
 from pooled_clients.backends.base import (
+    AsyncClientBackend,
     ClientBackend,
     describe_key_hash,
     time_left,

@@ -30,7 +30,7 @@ from pooled_clients.backends.base import (
     time_left,
     unknown_options,
 )
-from pooled_clients.masking import mask_url
+from pooled_clients.masking import mask_url, secret_strings, secrets_in_options, url_secrets
 from pooled_clients.stats import WaitWindow
 
 __all__ = ["HTTPBackend", "PooledSession"]
@@ -311,7 +311,7 @@ class HTTPBackend(ClientBackend[PooledSession]):
             pass
 
     def describe(self) -> str:
-        """The base URL without credentials, query or fragment."""
+        """The base URL without credentials, query or fragment, on one line."""
         return mask_url(self.base_url)
 
     @classmethod
@@ -339,16 +339,24 @@ class HTTPBackend(ClientBackend[PooledSession]):
         except ValueError:
             return super().describe_key(key)
 
-    def secrets(self) -> list[str]:
-        """Header values, the auth password and any password in the base URL."""
-        found = [value for value in self.headers.values() if value]
-        for value in self.headers.values():
-            found.extend(part for part in value.split() if len(part) >= 6)
-        if isinstance(self.auth, tuple) and len(self.auth) == 2:
-            found.append(str(self.auth[1]))
-        password = urlsplit(self.base_url).password
-        if password:
-            found.append(password)
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """Header values (and their words), the auth password, the password and query
+        values of ``base_url`` and ``health_path``, and every secret-named option."""
+        found = secrets_in_options({k: v for k, v in options.items() if k != "auth"},
+                                   cls.secret_options)
+        headers = options.get("headers")
+        if isinstance(headers, Mapping):
+            for value in headers.values():
+                if isinstance(value, str):
+                    found.extend(part for part in value.split() if len(part) >= 6)
+        auth = options.get("auth")
+        if isinstance(auth, list | tuple):
+            found += secret_strings(list(auth)[1:])  # the user name is no secret
+        elif auth is not None:
+            found += secret_strings(getattr(auth, "password", None))
+        found += url_secrets(options.get("base_url"))
+        found += url_secrets(options.get("health_path"))
         return found
 
     def stats(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pooled_clients.backends.base import (
     time_left,
     unknown_options,
 )
+from pooled_clients.masking import printable, url_secrets
 
 if TYPE_CHECKING:
     import psycopg
@@ -354,14 +355,20 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
     # ------------------------------------------------------------------ presentation
 
     def describe(self) -> str:
-        """``postgresql://user@host:port/dbname`` without the password."""
+        """``postgresql://user@host:port/dbname`` without the password, on one line."""
         params = self._params
         host = params.get("host") or params.get("hostaddr") or "local socket"
         port = params.get("port")
         user = str(params.get("user") or "")
         dbname = params.get("dbname")
         target = f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
-        return f"{target}/{dbname}" if dbname else target
+        return printable(f"{target}/{dbname}" if dbname else target)
+
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The password(s) in ``conninfo`` (URL or keywords, parsed or not) and every
+        secret-named option (``password``, ``sslpassword``, ...)."""
+        return conninfo_secrets(options.get("conninfo")) + super().option_secrets(options)
 
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""
@@ -377,6 +384,34 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
     def describe_key(self, key: Any) -> str:
         """``user@host:port/dbname`` of the key, never its password."""
         return _describe_postgres_key(key)
+
+
+# A password keyword and everything after it: when libpq cannot parse a conninfo it may
+# quote any piece of it, and an unquoted password with spaces is several pieces.
+_PASSWORD_TAIL_RE = re.compile(r"(?:ssl)?password\s*=\s*(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
+
+
+def conninfo_secrets(conninfo: object) -> list[str]:
+    """Passwords in a conninfo string: parsed when libpq accepts it, else the text after
+    each ``password=`` (whole, and word by word up to the next ``name=``)."""
+    if not isinstance(conninfo, str) or not conninfo:
+        return []
+    # A URL's query holds libpq parameters: only its password ones are secrets (below).
+    found = url_secrets(conninfo.split("?", 1)[0]) if "://" in conninfo else []
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(conninfo)
+    except Exception:
+        params = {}
+        for match in _PASSWORD_TAIL_RE.finditer(conninfo):
+            rest = match["rest"].strip()
+            found.append(rest)
+            for word in rest.split():
+                if "=" in word:
+                    break
+                found.append(word.strip("'\""))
+    return found + [str(params[key]) for key in _SECRET_PARAMS if params.get(key)]
 
 
 class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
@@ -456,6 +491,11 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     def describe(self) -> str:
         """``postgresql://user@host:port/dbname`` without the password."""
         return self._parsed.describe()
+
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The same secrets as :meth:`PostgresBackend.option_secrets`."""
+        return PostgresBackend.option_secrets(options)
 
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""

@@ -26,8 +26,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pooled_clients.aio import AsyncClientBackend
-from pooled_clients.backends.base import ClientBackend, describe_key_hash, time_left
+from pooled_clients.backends.base import (
+    AsyncClientBackend,
+    ClientBackend,
+    describe_key_hash,
+    time_left,
+)
 from pooled_clients.masking import mask_url
 
 if TYPE_CHECKING:

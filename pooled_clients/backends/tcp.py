@@ -34,6 +34,7 @@ from pooled_clients.backends.base import (
     show,
     unknown_options,
 )
+from pooled_clients.masking import printable
 
 __all__ = ["TCPBackend"]
 
@@ -244,10 +245,10 @@ class TCPBackend(ClientBackend[socket.socket]):
     # ------------------------------------------------------------------ presentation
 
     def describe(self) -> str:
-        """``tcp://host:port`` or ``tls://host:port``."""
+        """``tcp://host:port`` or ``tls://host:port``, on one line."""
         scheme = "tcp" if self.tls_options is None else "tls"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
+        return printable(f"{scheme}://{host}:{self.port}")
 
 
 def _address(key: Any) -> tuple[str, int]:

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
-from pooled_clients.aio import AsyncClientBackend
 from pooled_clients.backends.base import (
+    AsyncClientBackend,
     ClientBackend,
     describe_key_hash,
     time_left,

@@ -138,7 +138,8 @@ def test_unquoted_password_with_spaces_never_shows_in_check_errors() -> None:
         "OPTIONS": {"conninfo": "host=127.0.0.1 password=first-half second-half user=app"},
     }}):
         problems = conf.validate_all()
-    assert [p.id for p in problems] == ["pooled_clients.E011"]
+    # E011 for the bad conninfo; W001 for a password written inside it.
+    assert sorted(p.id for p in problems) == ["pooled_clients.E011", "pooled_clients.W001"]
     assert "half" not in problems[0].message, problems[0].message
 
 
@@ -219,9 +220,12 @@ def _pools(pg: HostileServer, http: HostileServer) -> dict[str, Any]:
         "pg_bad": {"BACKEND": pg_backend, **fast, "OPTIONS": {
             "conninfo": f"host=127.0.0.1 password={m['E011 password (1)']} "
                         f"{m['E011 password (2)']} user=app"}},
+        # A query string in base_url is refused (E011): the pool is misconfigured, and its
+        # check message must not show the query either.
+        "api_bad": {"BACKEND": "pooled_clients.backends.http.HTTPBackend", **fast, "OPTIONS": {
+            "base_url": f"http://{http_base}/v1/?api_sig={m['HTTP base_url query']}"}},
         "api": {"BACKEND": "pooled_clients.backends.http.HTTPBackend", **fast, "OPTIONS": {
-            "base_url": f"http://svc:{m['HTTP base_url password']}@{http_base}/v1/"
-                        f"?api_sig={m['HTTP base_url query']}",
+            "base_url": f"http://svc:{m['HTTP base_url password']}@{http_base}/v1/",
             "headers": {"Authorization": f"Bearer {m['HTTP Authorization header']}",
                         "X-Api-Key": m["HTTP x-api-key header"]},
             "auth": ["svc", m["HTTP auth tuple"]],
@@ -267,11 +271,13 @@ def test_no_secret_shows_on_any_surface(settings: Any, client: Client, admin_cli
         definitions = conf.pool_definitions()
         surfaces["check messages"] = "\n".join(p.message for p in conf.validate_all())
         assert "pooled_clients.E011" in {p.id for p in conf.validate_all()}
-        with pytest.raises(Exception) as misconfigured:
-            pools["pg_bad"]
-        surfaces["misconfigured pool"] = f"{misconfigured.value}\n{misconfigured.value!r}"
+        for bad in ("pg_bad", "api_bad"):
+            with pytest.raises(Exception) as misconfigured:
+                pools[bad]
+            surfaces[f"misconfigured pool {bad}"] = (
+                f"{misconfigured.value}\n{misconfigured.value!r}")
         for alias in definitions:
-            if alias == "pg_bad":
+            if alias in ("pg_bad", "api_bad"):
                 continue
             pool = pools[alias]
             with pytest.raises(PoolError) as info:

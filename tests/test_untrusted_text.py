@@ -73,8 +73,8 @@ def test_line_breaks_in_alias_thread_and_target_do_not_split_pool_status(
         forging_pool: None) -> None:
     out = StringIO()
     call_command("pool_status", stdout=out)
-    lines = out.getvalue().splitlines()
-    # "host ... pid ...", the header and one row: nothing more.
+    # "host ... pid ...", the header and one row, then the note that this is one process.
+    lines = out.getvalue().split("\n\nNote:")[0].splitlines()
     assert len(lines) == 3, lines
     assert not any(line.startswith("WARNING forged") for line in lines)
     assert "api\\nWARNING forged line" in lines[2] and "\x1b" not in out.getvalue()

@@ -39,7 +39,8 @@ from pooled_clients.masking import printable
 __all__ = ["TCPBackend"]
 
 OPTION_NAMES = ("host", "port", "tls", "keepalive", "timeout")
-TLS_OPTION_NAMES = ("cafile", "certfile", "keyfile", "server_hostname", "verify")
+TLS_OPTION_NAMES = ("cafile", "certfile", "keyfile", "keyfile_password", "server_hostname",
+                    "verify")
 
 
 class PeerClosedError(ConnectionError):
@@ -105,7 +106,7 @@ class TCPBackend(ClientBackend[socket.socket]):
                 problems.append(f"'tls' has unknown key {show(name)}; expected one of "
                                 f"{', '.join(TLS_OPTION_NAMES)}."
                                 f"{did_you_mean(name, TLS_OPTION_NAMES)}")
-        for name in ("cafile", "certfile", "keyfile", "server_hostname"):
+        for name in ("cafile", "certfile", "keyfile", "keyfile_password", "server_hostname"):
             value = tls.get(name)
             if value is not None and not provided_at_creation(value) and (
                     not isinstance(value, str) or not value):
@@ -123,14 +124,7 @@ class TCPBackend(ClientBackend[socket.socket]):
         """The client-side TLS context, built on first use (files are read then)."""
         with self._context_lock:
             if self._context is None:
-                tls = self.tls_options or {}
-                context = ssl.create_default_context(cafile=tls.get("cafile"))
-                if not tls.get("verify", True):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if tls.get("certfile"):
-                    context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
-                self._context = context
+                self._context = client_tls_context(self.tls_options or {})
             return self._context
 
     def create(self) -> socket.socket:
@@ -271,3 +265,26 @@ def _address(key: Any) -> tuple[str, int]:
     if isinstance(port, bool) or not 1 <= number <= 65535:
         raise ValueError("a TCP key's port must be from 1 to 65535")
     return host, number
+
+
+def client_tls_context(tls: Mapping[str, Any]) -> ssl.SSLContext:
+    """A client TLS context from a ``tls`` dict (``cafile``, ``certfile``, ``keyfile``,
+    ``keyfile_password``, ``verify``); shared by every backend that speaks TLS itself.
+
+    An encrypted private key without ``keyfile_password`` is refused with an error saying
+    so: OpenSSL would otherwise ask for the pass phrase on the terminal, and a creation
+    thread inside ``runserver`` would wait for an answer forever."""
+    context = ssl.create_default_context(cafile=tls.get("cafile"))
+    if not tls.get("verify", True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.get("certfile"):
+        password = tls.get("keyfile_password")
+        context.load_cert_chain(tls["certfile"], tls.get("keyfile"),
+                                password=password if password is not None else _no_pass_phrase)
+    return context
+
+
+def _no_pass_phrase() -> str:
+    raise ssl.SSLError("the TLS private key is encrypted and no tls['keyfile_password'] was "
+                       "given")

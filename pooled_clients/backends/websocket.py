@@ -35,7 +35,7 @@ from pooled_clients.backends.base import (
     time_left,
     unknown_options,
 )
-from pooled_clients.backends.tcp import TLS_OPTION_NAMES, TCPBackend
+from pooled_clients.backends.tcp import TLS_OPTION_NAMES, TCPBackend, client_tls_context
 from pooled_clients.masking import mask_url
 
 if TYPE_CHECKING:
@@ -148,14 +148,7 @@ class _WebSocketConfig:
             return None
         with self._context_lock:
             if self._context is None:
-                tls = self.tls_options
-                context = ssl.create_default_context(cafile=tls.get("cafile"))
-                if not tls.get("verify", True):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if tls.get("certfile"):
-                    context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
-                self._context = context
+                self._context = client_tls_context(self.tls_options)
             return self._context
 
     def _connect_kwargs(self, open_timeout: float) -> dict[str, Any]:

@@ -72,8 +72,13 @@ def secret_strings(value: Any) -> list[str]:
     mappings (their values), sequences and sets (a dict of credentials, an auth tuple)."""
     found: list[str] = []
     stack = [value]
+    seen: set[int] = set()  # a container that holds itself is walked once
     while stack:
         item = stack.pop()
+        if isinstance(item, Mapping | list | tuple | set | frozenset):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if isinstance(item, str):
             if item:
                 found.append(item)
@@ -95,8 +100,13 @@ def secrets_in_options(options: Mapping[str, Any], names: Iterable[str] = ()) ->
     extra = tuple(names)
     found: list[str] = []
     stack: list[Any] = [options]
+    seen: set[int] = set()  # a container that holds itself is walked once
     while stack:
         item = stack.pop()
+        if isinstance(item, Mapping | list | tuple | set | frozenset):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if isinstance(item, Mapping):
             for key, value in item.items():
                 if is_secret_name(key, extra):

@@ -36,7 +36,7 @@ from pooled_clients.backends.base import (
     time_left,
     unknown_options,
 )
-from pooled_clients.masking import mask_text
+from pooled_clients.masking import mask_text, printable
 
 if TYPE_CHECKING:
     import grpc
@@ -184,7 +184,7 @@ class _GRPCConfig:
     def describe_key(self, key: Any) -> str:
         """The key's target (targets carry no credentials)."""
         try:
-            return mask_text(self.key_options(key)["target"])
+            return printable(self.key_options(key)["target"])
         except ValueError:
             return describe_key_hash(key)
 

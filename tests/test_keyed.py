@@ -438,3 +438,41 @@ def _settings(**values: Any) -> Any:
     from pooled_clients.core import PoolSettings
 
     return PoolSettings(**values)
+
+
+def test_reload_fork_and_shutdown_treat_a_keyed_pool_like_any_other(
+        identity_server: IdentityServer, pooled_clients_settings: Configure) -> None:
+    pooled_clients_settings("life", {
+        "BACKEND": "tests.test_keyed.TenantTCPBackend",
+        "OPTIONS": {"host": identity_server.host, "port": identity_server.port},
+        "KEYS": {"MAX": 5}, "MAX_SIZE": 2,
+    })
+    old = pools["life"]
+    with old.connection(key="a") as sock:
+        assert whoami(sock) == "a"
+    held = old.acquire(key="b")
+    # A forked child never uses or closes what its parent opened.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with pools["life"].connection(key="a") as sock:
+                ok = whoami(sock) == "a" and pools["life"].stats().created_total == 1
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 2) == b"ok"
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert whoami(held) == "b"  # the parent's socket still works
+    # Reload retires the old pool: idle clients close now, the one in use when released.
+    pools.reload()
+    assert pools["life"] is not old
+    assert old.stats().idle == 0 and old.stats().in_use == 1
+    old.release(held)
+    wait_until(lambda: old.stats().size == 0)
+    with pools["life"].connection(key="a") as sock:
+        assert whoami(sock) == "a"
+    pools.close_all(timeout=1.0)
+    wait_until(lambda: identity_server.open == 0)

@@ -92,4 +92,7 @@ def _decorate_pool(pool: dict[str, Any]) -> dict[str, Any]:
     pool["endpoint_list"] = [
         _decorate_pool(dict(e, name=name)) for name, e in (pool.get("endpoints") or {}).items()
     ]
+    pool["key_list"] = [
+        _decorate_pool(dict(k, name=name)) for name, k in (pool.get("top_keys") or {}).items()
+    ]
     return pool

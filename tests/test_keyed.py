@@ -476,3 +476,28 @@ def test_reload_fork_and_shutdown_treat_a_keyed_pool_like_any_other(
         assert whoami(sock) == "a"
     pools.close_all(timeout=1.0)
     wait_until(lambda: identity_server.open == 0)
+
+
+def test_the_admin_page_shows_the_key_count_and_the_busiest_keys(
+        identity_server: IdentityServer, admin_client: Client,
+        pooled_clients_settings: Configure) -> None:
+    pooled_clients_settings("hosts", {
+        "BACKEND": "pooled_clients.backends.tcp.TCPBackend", "OPTIONS": {},
+        "KEYS": {"MAX": 50}, "MAX_SIZE": 2,
+    })
+    pool = pools["hosts"]
+    # Two keys for the same server: ("127.0.0.1", port) and ("localhost", port) differ.
+    keys = [(host, identity_server.port) for host in ("127.0.0.1", "localhost")]
+    for key in keys:
+        with pool.connection(key=key) as sock:
+            sock.sendall(b"x\n")
+    held = pool.acquire(key=keys[0])
+    try:
+        page = admin_client.get("/admin/pooled_clients/poolstatus/").content.decode()
+        data = admin_client.get("/admin/pooled_clients/poolstatus/?format=json").json()
+    finally:
+        pool.release(held)
+    assert "2 live keys" in page
+    busiest = list(next(p for p in data["pools"] if p["alias"] == "hosts")["top_keys"])
+    assert busiest[0] == f"127.0.0.1:{identity_server.port}"  # the one in use comes first
+    assert f"<code>localhost:{identity_server.port}</code>" in page

@@ -266,6 +266,20 @@ class PoolGroup(Generic[T]):
         for member in self.members():
             member.retire()
 
+    def drain(self) -> None:
+        """Replace every client of every member: idle ones close now, ones in use when they
+        are released; nothing waiting fails."""
+        for member in self.members():
+            member.drain()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until every member has its MIN_SIZE clients open; :class:`PoolTimeout`
+        if they are not within ``timeout``."""
+        deadline = _monotonic() + clamp_timeout(timeout)
+        self._enter_slow_path()
+        for member in self.members():
+            member.wait(max(0.0, deadline - _monotonic()))
+
     # ------------------------------------------------------------------ stats / health
 
     def wait_sources(self) -> list[PoolCore[T]]:
@@ -332,6 +346,9 @@ class PoolGroup(Generic[T]):
             creating=total("creating"),
             closing=total("closing"),
             timeout=self.settings.timeout,
+            # Every member is drained together: the group's count is any member's.
+            drains_total=max((s.drains_total for s in values), default=0),
+            last_drained_at=_highest(s.last_drained_at for s in values),
             **extra,
         )
 

@@ -261,6 +261,8 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     #: The reset decides: an exception in the block leaves a transaction to roll back.
     discard_on_error = False
+    #: Factories psycopg calls itself: never called by the pool for a value.
+    never_called = PSYCOPG_KEYWORDS
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -377,6 +379,7 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     """
 
     discard_on_error = False
+    never_called = PSYCOPG_KEYWORDS
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -438,5 +441,5 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
         return self._parsed.describe()
 
     def secrets(self) -> list[str]:
-        """The password(s) in conninfo or OPTIONS."""
-        return self._parsed.secrets()
+        """The password(s) in conninfo or OPTIONS, and what callables there returned."""
+        return self._parsed.secrets() + list(self.provided_secrets())

@@ -55,8 +55,9 @@ class TCPBackend(ClientBackend[socket.socket]):
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
-        self.host = str(options["host"])
-        self.port = int(options["port"])
+        # Absent when a callable provides them at each creation.
+        self.host = str(options.get("host", ""))
+        self.port = int(options.get("port", 0))
         self.keepalive = bool(options.get("keepalive", True))
         self.timeout: float | None = (
             float(options["timeout"]) if options.get("timeout") is not None else None

@@ -420,6 +420,9 @@ class ClientPool(Protocol[T_co]):
     def drain(self) -> None:
         """Replace every client: idle ones now, ones in use when released."""
 
+    def start(self) -> None:
+        """Start upkeep in this process now (MIN_SIZE fills in the background)."""
+
     def wait(self, timeout: float = 30.0) -> None:
         """Block until MIN_SIZE clients are open."""
 

@@ -209,6 +209,11 @@ class PoolGroup(Generic[T]):
             for member in self.members():
                 member.start()
 
+    def start(self) -> None:
+        """Start upkeep of every member in this process now (MIN_SIZE fills in the
+        background); it starts on first use otherwise."""
+        self._enter_slow_path()
+
     def owner(self, client: T) -> PoolCore[T] | None:
         """The member ``client`` is checked out of, or None."""
         for member in self.members():

@@ -258,3 +258,32 @@ def test_pools_drain_drains_one_alias_or_every_built_pool(upstream: UpstreamServ
         assert (pools["a"].stats().drains_total, pools["b"].stats().drains_total) == (2, 1)
         with pytest.raises(PoolError):
             pools.drain("missing")
+
+
+@pytest.mark.django_db
+def test_warm_up_opens_nothing_in_check_or_migrate_and_min_size_on_the_first_request(
+        settings: Any, postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+        pooled_clients_settings: Any) -> None:
+    from django.core.management import call_command
+    from django.core.signals import request_started
+    from django.test import Client
+
+    from pooled_clients import lifecycle
+
+    settings.POOLED_CLIENTS_WARM_UP = True
+    app = f"pc-warmup-{uuid.uuid4().hex[:8]}"
+    pooled_clients_settings("warehouse", {
+        "BACKEND": PG, "MIN_SIZE": 2,
+        "OPTIONS": {"conninfo": postgres.conninfo(dbname="app"), "application_name": app}})
+    monkeypatch.setattr(lifecycle, "_warmed_pid", 0)
+    call_command("check", verbosity=0)
+    call_command("migrate", verbosity=0)
+    assert not pools["warehouse"].started() and _sessions(postgres, app) == []
+    # ready() connected the receiver only if the setting was on then: as it is in production.
+    request_started.connect(lifecycle.warm_up, dispatch_uid="pooled_clients_warm_up")
+    try:
+        Client().get("/no-such-page/")
+    finally:
+        request_started.disconnect(dispatch_uid="pooled_clients_warm_up")
+    wait_until(lambda: len(_sessions(postgres, app)) == 2, timeout=10)
+    pools["warehouse"].close(timeout=1)

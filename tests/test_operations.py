@@ -287,3 +287,104 @@ def test_warm_up_opens_nothing_in_check_or_migrate_and_min_size_on_the_first_req
         request_started.disconnect(dispatch_uid="pooled_clients_warm_up")
     wait_until(lambda: len(_sessions(postgres, app)) == 2, timeout=10)
     pools["warehouse"].close(timeout=1)
+
+
+def test_a_creation_under_way_during_a_drain_is_replaced_before_anyone_uses_it(
+        postgres: PostgresCluster, role: tuple[str, list[str]]) -> None:
+    user, password = role
+    app = f"pc-inflight-{uuid.uuid4().hex[:8]}"
+    calls: list[float] = []
+    resume = threading.Event()
+
+    def slow_password() -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            resume.wait(5)  # the first creation is under way while the pool is drained
+        return password[0]
+
+    definition = _rotating_pool(postgres, user, password, app, MAX_SIZE=1,
+                                CONNECT_TIMEOUT=10.0, TIMEOUT=10.0)
+    definition["OPTIONS"]["password"] = slow_password
+    with override_settings(POOLED_CLIENTS={"warehouse": definition}):
+        pool = pools["warehouse"]
+        got: list[Any] = []
+        caller = threading.Thread(target=lambda: got.append(pool.acquire()))
+        caller.start()
+        wait_until(lambda: len(calls) == 1)
+        pool.drain()
+        drained_at = postgres.execute("select clock_timestamp()")[0][0]
+        resume.set()
+        caller.join(10)
+        assert len(got) == 1 and len(calls) == 2  # created again, after the drain
+        started = got[0].execute("select backend_start from pg_stat_activity "
+                                 "where pid = pg_backend_pid()").fetchone()[0]
+        assert started > drained_at
+        stats = pool.stats()
+        assert (stats.created_total, stats.closed_total) == (2, 1)
+        pool.release(got[0])
+        pool.close(timeout=1)
+
+
+def test_a_target_given_by_a_callable_is_described_as_such(upstream: UpstreamServer) -> None:
+    with override_settings(POOLED_CLIENTS={"payments": {
+            "BACKEND": "pooled_clients.backends.http.HTTPBackend",
+            "OPTIONS": {"base_url": lambda: upstream.url}}}):
+        pool = pools["payments"]
+        assert pool.target == "(base_url provided by a callable)"
+        with pool.connection() as http:
+            assert http.get("health").status_code == 200
+        pool.check()  # the check reaches the session's own base URL
+
+
+def test_every_built_in_backend_creates_its_clients_from_callables(
+        postgres: PostgresCluster, upstream: UpstreamServer, redis_server: Any,
+        ws_server: Any, grpc_server: Any) -> None:
+    import asyncio
+
+    calls: dict[str, int] = {}
+
+    def counted(name: str, value: Any) -> Any:
+        def provide() -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return value
+        return provide
+
+    definitions = {
+        "tcp": {"BACKEND": "pooled_clients.backends.tcp.TCPBackend",
+                "OPTIONS": {"host": counted("tcp", "127.0.0.1"),
+                            "port": int(upstream.url.rsplit(":", 1)[1].strip("/"))}},
+        "redis": {"BACKEND": "pooled_clients.backends.redis.RedisBackend",
+                  "OPTIONS": {"url": counted("redis", redis_server.url)}},
+        "ws": {"BACKEND": "pooled_clients.backends.websocket.WebSocketBackend",
+               "OPTIONS": {"url": counted("ws", ws_server.url)}},
+        "grpc": {"BACKEND": "pooled_clients.backends.grpc.GRPCChannelBackend",
+                 "OPTIONS": {"target": counted("grpc", grpc_server.target),
+                             "health_service": ""}},
+        "apg": {"BACKEND": "pooled_clients.backends.postgres.AsyncPostgresBackend",
+                "OPTIONS": {**postgres.kwargs(dbname="app"),
+                            "password": counted("apg", postgres.password)}},
+        "ahttp": {"BACKEND": "pooled_clients.backends.async_http.AsyncHTTPBackend",
+                  "OPTIONS": {"base_url": upstream.url,
+                              "headers": {"X-Token": counted("ahttp", "tok-123456")}}},
+    }
+    with override_settings(POOLED_CLIENTS=definitions):
+        for alias in ("tcp", "redis", "ws", "grpc"):
+            pools[alias].check()
+            pools[alias].drain()
+            pools[alias].check()
+            assert calls[alias] == 2, alias  # once per creation: before and after the drain
+        with pools["redis"].connection() as client:
+            assert client.ping() is True
+
+        async def use() -> None:
+            async with pools["apg"].aconnection() as conn:
+                assert await (await conn.execute("select 1")).fetchone() == (1,)
+            async with pools["ahttp"].aconnection() as http:
+                seen = (await http.get("echo")).json()["headers"]
+                assert seen["X-Token"] == "tok-123456"
+
+        asyncio.run(use())
+        assert calls["apg"] == 1 and calls["ahttp"] == 1
+        assert "tok-123456" not in pools["ahttp"].mask("X-Token: tok-123456")
+        for alias in definitions:
+            pools[alias].close(timeout=1)

@@ -397,6 +397,11 @@ class ClientBackend(Generic[T]):
                 if text and text not in provided:
                     provided.append(text)
 
+    def provided(self, name: str) -> bool:
+        """Whether option ``name`` is a callable called for each creation (for
+        :meth:`describe`, which cannot show its value)."""
+        return (name,) in self.providers
+
     def provided_secrets(self) -> tuple[str, ...]:
         """What the callables in OPTIONS returned lately: masked like any secret."""
         provided = self.__dict__.get("_provided")

@@ -315,6 +315,8 @@ class HTTPBackend(ClientBackend[PooledSession]):
 
     def describe(self) -> str:
         """The base URL without credentials, query or fragment."""
+        if self.provided("base_url"):
+            return "(base_url provided by a callable)"
         return mask_url(self.base_url)
 
     def secrets(self) -> list[str]:

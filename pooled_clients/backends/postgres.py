@@ -357,6 +357,8 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     def describe(self) -> str:
         """``postgresql://user@host:port/dbname`` without the password."""
+        if self.provided("conninfo"):
+            return "(conninfo provided by a callable)"
         params = self._params
         host = params.get("host") or params.get("hostaddr") or "local socket"
         port = params.get("port")

@@ -228,4 +228,7 @@ class TCPBackend(ClientBackend[socket.socket]):
         """``tcp://host:port`` or ``tls://host:port``."""
         scheme = "tcp" if self.tls_options is None else "tls"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
+        if self.provided("host"):
+            host = "(host provided by a callable)"
+        port = "(port provided by a callable)" if self.provided("port") else self.port
+        return f"{scheme}://{host}:{port}"

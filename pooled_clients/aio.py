@@ -101,6 +101,11 @@ class AsyncPool(PoolCore[T]):
         """Return ``client``: reset on its loop for the next caller, or closed."""
         await self._arelease(client, discard, None)
 
+    def wait(self, timeout: float = 30.0) -> NoReturn:
+        """Refused: clients of an async backend belong to an event loop, which sync code
+        waiting here does not run (they open on first use in async code)."""
+        raise self._sync_api_error("wait()")
+
     def checkout_from(self, timeout: float | None, frame: FrameType) -> NoReturn:
         """Refused: a group's sync checkout of an async member."""
         raise self._sync_api_error("acquire()")
@@ -216,6 +221,7 @@ class AsyncPool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
+                started = _monotonic()
                 try:
                     client = await self._acreate_one()
                 except Exception as exc:
@@ -229,7 +235,7 @@ class AsyncPool(PoolCore[T]):
                 if not self._claim(token):
                     self._close_nowait(client)
                     return
-                self._creation_done(client, probe, asyncio.get_running_loop())
+                self._creation_done(client, probe, asyncio.get_running_loop(), started)
                 return
         except BaseException as exc:
             # Cancelled (the loop is shutting down), or anything unexpected: free the slot.
@@ -240,10 +246,14 @@ class AsyncPool(PoolCore[T]):
         if self._claim(token):
             self._creation_failed(last, probe)
 
-    async def _acreate_one(self) -> T:
-        timeout = self.settings.connect_timeout
+    async def _acreate_one(self, timeout: float | None = None) -> T:
+        timeout = self.settings.connect_timeout if timeout is None else timeout
+        start = _monotonic()
+        # Callables in OPTIONS are resolved once per attempt (bounded on their own).
+        backend = await self.abackend.acreation_backend()
         try:
-            return await asyncio.wait_for(self.abackend.create(), timeout)
+            return await asyncio.wait_for(backend.create(),
+                                          max(0.001, timeout - (_monotonic() - start)))
         except TimeoutError as exc:
             if str(exc):
                 raise
@@ -447,8 +457,7 @@ class AsyncPool(PoolCore[T]):
         if remaining <= 0:
             raise PoolTimeout(f"Pool {self._label!r}: no time left to check a client.")
         try:
-            client = await asyncio.wait_for(
-                self.abackend.create(), min(remaining, self.settings.connect_timeout))
+            client = await self._acreate_one(min(remaining, self.settings.connect_timeout))
         except Exception as exc:
             self._attempt_failed(exc)
             raise ClientCreationError(

@@ -237,6 +237,10 @@ PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
     ProcessSetting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE", 30.0, "float",
                    "Workers that have not published for this long drop off the page (longer "
                    "than the interval).", minimum=MIN_SECONDS),
+    ProcessSetting("POOLED_CLIENTS_WARM_UP", False, "bool",
+                   "Serving processes open each pool's `MIN_SIZE` clients in the background as "
+                   "they start (gunicorn `post_fork`/`post_worker_init`, uWSGI postfork, else "
+                   "the first request); never in `migrate`, `check` or a `--preload` master."),
     ProcessSetting("POOLED_CLIENTS_METRICS", False, "bool",
                    "Keep the `pooled_clients_*` Prometheus metrics up to date in every serving "
                    "process (needs the `prometheus` extra); see Observability."),

@@ -417,6 +417,15 @@ class ClientPool(Protocol[T_co]):
     def retire(self) -> None:
         """Stop handing out clients without waiting."""
 
+    def drain(self) -> None:
+        """Replace every client: idle ones now, ones in use when released."""
+
+    def start(self) -> None:
+        """Start upkeep in this process now (MIN_SIZE fills in the background)."""
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until MIN_SIZE clients are open."""
+
     def mask(self, text: str) -> str:
         """``text`` with the pool's secrets masked."""
 
@@ -451,9 +460,14 @@ class PoolCore(Generic[T]):
         self._fast_leases = settings.leak_timeout is None
         self._label = alias if name is None else f"{alias}[{name}]"
         self._target = printable(backend.describe())
-        self._secrets = tuple(backend.secrets())
+        self._static_secrets = tuple(backend.secrets())
         self._reset_state()
         maintenance.register(self)
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        """The backend's secrets, with what callables in OPTIONS returned lately."""
+        return self._static_secrets + self.backend.provided_secrets()
 
     @property
     def _state(self) -> str:
@@ -501,6 +515,10 @@ class PoolCore(Generic[T]):
         self._probing = False
         self._stale_before = 0.0
         self._next_keepalive = 0.0
+        # Drains: how many, when last (Unix time), and since when creations count as fresh.
+        self._drains = 0
+        self._last_drained_at: float | None = None
+        self._fresh_after = 0.0
         # Async drivers: creations scheduled on an event loop (token -> (loop, probe)), the
         # tasks they run, and the last loop seen using the pool.
         self._loop_creations: dict[int, tuple[asyncio.AbstractEventLoop, bool]] = {}
@@ -574,6 +592,53 @@ class PoolCore(Generic[T]):
         """Presume every client open before ``now`` dead, as after a server restart."""
         with self._lock:
             self._purge_stale_locked(now)
+
+    def drain(self) -> None:
+        """Replace every client, as after a credential rotation or a failover: idle ones
+        close now, ones in use when they are released, and creations under way close their
+        client when they finish; new clients are created afresh (fresh credentials, fresh
+        DNS). Nothing waiting fails: waiters get the new clients."""
+        if fork.forked_since(self._pid):
+            self._after_fork_in_child()
+        now = _monotonic()
+        with self._lock:
+            self._drains += 1
+            self._last_drained_at = time.time()
+            self._fresh_after = self._stale_before = now
+            self._next_probe = 0.0  # a pool failing with the old credentials tries again now
+            for entry in self._in_use.values():
+                entry.condemn()
+            stale, self._idle = self._idle, []
+            self._to_close_locked(stale)
+        self._close_in_background(stale)
+        # MIN_SIZE is refilled by the next round of upkeep, once the old clients are closed.
+        maintenance.wake()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until MIN_SIZE clients are open, starting upkeep in this process if it has
+        not started; raise :class:`PoolTimeout` if they are not within ``timeout``."""
+        timeout = clamp_timeout(timeout)
+        deadline = _monotonic() + timeout
+        self._enter_slow_path()
+        maintenance.wake()
+        pause = 0.002
+        while True:
+            with self._lock:
+                if self._state is not OPEN:
+                    raise PoolClosed(f"Pool {self._label!r} is {self._state}.")
+                opened = self._size - self._creating - self._closing
+                if opened >= self.settings.min_size:
+                    return
+                state = self._state_text()
+                error = self._last_error_text() if self._last_error is not None else None
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                reason = f"; last error: {error}" if error else ""
+                raise PoolTimeout(
+                    f"Pool {self._label!r}: {opened} of MIN_SIZE {self.settings.min_size} "
+                    f"clients open after {timeout:g}s; {state}{reason}.")
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
 
     def probe_now(self) -> None:
         """While failing fast, let the next acquire try to connect at once."""
@@ -1098,10 +1163,13 @@ class PoolCore(Generic[T]):
         return Entry(client, now, expires, self._window, loop)
 
     def _creation_done(self, client: T, probe: bool,
-                       loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """A creation for a reserved slot produced ``client``."""
+                       loop: asyncio.AbstractEventLoop | None = None,
+                       started: float | None = None) -> None:
+        """A creation for a reserved slot, started at ``started``, produced ``client``."""
         entry = self._new_entry(client, loop)
         with self._lock:
+            if started is not None and started < self._fresh_after:
+                entry.condemn()  # begun before a drain: maybe with the old credentials
             self._creating -= 1
             if probe:
                 self._probing = False
@@ -1394,6 +1462,7 @@ class PoolCore(Generic[T]):
             timeout=self.settings.timeout,
             backend_stats=dict(backend_stats()) if callable(backend_stats) else {},
             name=self.name,
+            drains_total=self._drains, last_drained_at=self._last_drained_at,
             size=size - closing, idle=idle, in_use=in_use, waiting=waiting,
             acquired_total=acquired,
             released_total=released, created_total=created, closed_total=closed,

@@ -82,7 +82,7 @@ class EndpointPool(PoolGroup[T]):
         # An async backend with ENDPOINTS never gets here: parsing rejects it (E016).
         capacity = SharedCapacity(definition.total_max_size)
         for spec in definition.endpoints:
-            backend = definition.backend_class(definition.alias, spec.options)
+            backend = definition.backend_class.from_options(definition.alias, spec.options)
             capacity.members.append(Pool(
                 definition.alias, backend,
                 member_settings(definition.settings, spec.max_size, spec.min_size),

@@ -209,6 +209,11 @@ class PoolGroup(Generic[T]):
             for member in self.members():
                 member.start()
 
+    def start(self) -> None:
+        """Start upkeep of every member in this process now (MIN_SIZE fills in the
+        background); it starts on first use otherwise."""
+        self._enter_slow_path()
+
     def owner(self, client: T) -> PoolCore[T] | None:
         """The member ``client`` is checked out of, or None."""
         for member in self.members():
@@ -265,6 +270,20 @@ class PoolGroup(Generic[T]):
         """Stop handing out clients on every member without waiting."""
         for member in self.members():
             member.retire()
+
+    def drain(self) -> None:
+        """Replace every client of every member: idle ones close now, ones in use when they
+        are released; nothing waiting fails."""
+        for member in self.members():
+            member.drain()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until every member has its MIN_SIZE clients open; :class:`PoolTimeout`
+        if they are not within ``timeout``."""
+        deadline = _monotonic() + clamp_timeout(timeout)
+        self._enter_slow_path()
+        for member in self.members():
+            member.wait(max(0.0, deadline - _monotonic()))
 
     # ------------------------------------------------------------------ stats / health
 
@@ -332,6 +351,9 @@ class PoolGroup(Generic[T]):
             creating=total("creating"),
             closing=total("closing"),
             timeout=self.settings.timeout,
+            # Every member is drained together: the group's count is any member's.
+            drains_total=max((s.drains_total for s in values), default=0),
+            last_drained_at=_highest(s.last_drained_at for s in values),
             **extra,
         )
 

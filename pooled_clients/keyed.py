@@ -75,7 +75,8 @@ class KeyedPool(PoolGroup[T]):
         self.backend_class = backend_class
         self.options = dict(options)
         #: Builds nothing: answers ``key_options`` and ``describe_key`` for every key.
-        self.backend = backend_class(alias, backend_class.keyed_placeholders() | self.options)
+        self.backend = backend_class.from_options(
+            alias, backend_class.keyed_placeholders() | self.options)
         self.max_keys = max_keys
         self.idle_timeout = idle_timeout
         self._members: dict[Hashable, PoolCore[T]] = {}
@@ -198,7 +199,7 @@ class KeyedPool(PoolGroup[T]):
             evicted.append(self._evict_locked(victim))
         try:
             options = self.options | self.backend.key_options(key)
-            backend = self.backend_class(self.alias, options)
+            backend = self.backend_class.from_options(self.alias, options)
         except Exception as exc:
             raise PoolError(
                 f"Pool {self.alias!r}: key {self.backend.describe_key(key)} cannot be used: "

@@ -369,9 +369,12 @@ class Pool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
+                started = _monotonic()
                 try:
                     with deadline_scope(None):
-                        client = self.backend.create()
+                        # Callables in OPTIONS are resolved once per attempt, before
+                        # connecting: a client never mixes old and new credentials.
+                        client = self.backend.creation_backend().create()
                 except Exception as exc:
                     last = exc
                     self._attempt_failed(exc)
@@ -382,7 +385,7 @@ class Pool(PoolCore[T]):
                         break
                     time.sleep(delay)
                     continue
-                self._creation_done(client, probe)
+                self._creation_done(client, probe, started=started)
                 return
         except BaseException as exc:
             # Whatever ends this thread, the slot it reserved comes back.

@@ -8,6 +8,13 @@ thread, starting with its first request; readers drop workers that have not publ
 ``POOLED_CLIENTS_SHARED_STATUS_MAX_AGE`` seconds (a SIGKILLed worker publishes nothing more).
 A process that shuts down cleanly withdraws its entry at once (:func:`withdraw`).
 When the setting is None nothing is connected, imported or written.
+
+The same store carries fleet-wide drains: :func:`request_drain` records a drain id per alias;
+each worker, at its next publication, drains that pool if the request is newer than the
+process, and publishes the id it applied (``"drains"`` in its snapshot), which is how
+``manage.py pool_drain --all-workers`` and the admin's Drain button learn who confirmed.
+A worker is named by its host (``socket.gethostname()``, or the ``POOLED_CLIENTS_HOSTNAME``
+environment variable when set) and pid.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pooled_clients import conf
+from pooled_clients import conf, fork
 from pooled_clients.masking import printable
 
-__all__ = ["enabled", "local_snapshot", "publish", "read", "read_report", "start", "totals",
-           "withdraw"]
+__all__ = ["apply_drain_requests", "enabled", "host", "local_snapshot", "publish", "read",
+           "read_report", "request_drain", "start", "totals", "withdraw"]
 
 logger = logging.getLogger("pooled_clients")
 
@@ -35,6 +43,7 @@ _INDEX_KEY = "pooled_clients:status:index"
 _KEY_PREFIX = "pooled_clients:status:"
 #: Text fields of a published pool (None or a string).
 _TEXT_FIELDS = ("state", "target", "backend", "last_error")
+_DRAIN_PREFIX = "pooled_clients:drain:"
 #: Counters summed across workers in the totals.
 TOTAL_FIELDS = (
     "size", "idle", "in_use", "waiting", "max_size", "acquired_total", "released_total",
@@ -45,7 +54,26 @@ TOTAL_FIELDS = (
 _started_pid = 0
 _start_lock = threading.Lock()
 _index_lock = threading.Lock()
-_HOST = socket.gethostname()
+_HOST = os.environ.get("POOLED_CLIENTS_HOSTNAME") or socket.gethostname()
+#: When this process began (Unix time): a drain requested earlier has nothing to replace.
+_process_started = time.time()
+#: alias -> {"id": the last drain id applied, "drained_at": Unix time, or None when the
+#: request was older than this process}.
+_applied: dict[str, dict[str, Any]] = {}
+
+
+def host() -> str:
+    """The name this process's host goes by on the all-workers page."""
+    return _HOST
+
+
+def _after_fork_in_child() -> None:
+    global _process_started, _applied
+    _process_started = time.time()
+    _applied = {}
+
+
+fork.on_fork_in_child(_after_fork_in_child)
 
 
 def enabled() -> bool:
@@ -113,7 +141,7 @@ def _strip_stacks(data: dict[str, Any]) -> None:
 def local_snapshot() -> dict[str, Any]:
     """This process: ``{"host", "pid", "published_at", "pools"}``."""
     return {"host": _HOST, "pid": os.getpid(), "published_at": time.time(),
-            "pools": pool_dicts()}
+            "pools": pool_dicts(), "drains": {a: dict(d) for a, d in _applied.items()}}
 
 
 def publish() -> None:
@@ -287,12 +315,92 @@ def _publish_job() -> None:
             _started_pid = 0  # turned on again later (tests), start() starts afresh
         return
     try:
+        try:
+            apply_drain_requests()
+        except Exception as exc:  # publishing goes on; the next round tries again
+            from pooled_clients.masking import mask_exception
+
+            logger.warning("Reading drain requests failed: %s", mask_exception(exc))
         publish()
     finally:
         # The maintenance thread must not keep a database connection open between rounds.
         from django.db import connections
 
         connections.close_all()
+
+
+# --------------------------------------------------------------------------- drains
+
+
+def request_drain(alias: str) -> str:
+    """Drain pool ``alias`` here and ask every other worker to at its next publication;
+    return the drain id."""
+    store = conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS")
+    if store is None:
+        raise RuntimeError("POOLED_CLIENTS_SHARED_STATUS is off: no other process can be "
+                           "reached.")
+    drain_id, requested_at = uuid.uuid4().hex, time.time()
+    request = {"id": drain_id, "requested_at": requested_at}
+    if store == "database":
+        from pooled_clients.models import DrainRequest
+
+        DrainRequest.objects.update_or_create(
+            alias=alias, defaults={"drain_id": drain_id, "requested_at": requested_at})
+    else:
+        from django.core.cache import caches
+
+        caches[store["CACHE"]].set(_DRAIN_PREFIX + alias, request, timeout=None)
+    from pooled_clients.handler import pools
+
+    pools.drain(alias)
+    _applied[alias] = {"id": drain_id, "drained_at": time.time()}
+    return drain_id
+
+
+def _drain_requests() -> dict[str, dict[str, Any]]:
+    """alias -> {"id", "requested_at"} for every pool configured here."""
+    from pooled_clients.handler import pools
+
+    store = conf.get_process_setting("POOLED_CLIENTS_SHARED_STATUS")
+    aliases = list(pools)
+    if store is None or not aliases:
+        return {}
+    if store == "database":
+        from pooled_clients.models import DrainRequest
+
+        return {row.alias: {"id": row.drain_id, "requested_at": row.requested_at}
+                for row in DrainRequest.objects.filter(alias__in=aliases)}
+    from django.core.cache import caches
+
+    found = caches[store["CACHE"]].get_many([_DRAIN_PREFIX + a for a in aliases])
+    return {key[len(_DRAIN_PREFIX):]: dict(value) for key, value in found.items()
+            if isinstance(value, Mapping) and "id" in value}
+
+
+def apply_drain_requests() -> list[str]:
+    """Drain each pool of this process with a drain request it has not applied yet (one
+    newer than the process; an older one is only recorded: every client here is newer).
+    Returns the aliases drained."""
+    from pooled_clients.handler import pools
+
+    drained = []
+    for alias, request in _drain_requests().items():
+        if _applied.get(alias, {}).get("id") == request["id"]:
+            continue
+        drained_at = None
+        if float(request.get("requested_at") or 0) >= _process_started:
+            try:
+                pools.drain(alias)
+            except Exception as exc:  # a misconfigured pool: nothing of it to drain
+                from pooled_clients.masking import mask_exception
+
+                logger.warning("Draining pool %r failed: %s", alias, mask_exception(exc))
+            else:
+                drained_at = time.time()
+                drained.append(alias)
+                logger.info("Drained pool %r (fleet-wide drain %s).", alias, request["id"])
+        _applied[alias] = {"id": request["id"], "drained_at": drained_at}
+    return drained
 
 
 # --------------------------------------------------------------------------- database

@@ -77,6 +77,9 @@ class PoolStats:
     timeout: float = 0.0
     #: Backend-specific figures (for HTTP pools: request latency percentiles and error rate).
     backend_stats: dict[str, Any] = field(default_factory=dict)
+    #: How many times :meth:`drain` was called in this process, and when last (Unix time).
+    drains_total: int = 0
+    last_drained_at: float | None = None
 
     @property
     def utilization(self) -> float:

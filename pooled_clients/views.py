@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import time
 from typing import Any
 
 from pooled_clients import shared_status
@@ -25,7 +25,7 @@ def status_data(*, publish_self: bool = True) -> dict[str, Any]:
     text is masked and on one line (:func:`pooled_clients.shared_status.clean`).
     ``publish_self`` makes a serving process publish now (a one-off command does not)."""
     data: dict[str, Any] = {
-        "host": socket.gethostname(),
+        "host": shared_status.host(),
         "pid": os.getpid(),
         "pools": shared_status.pool_dicts(),
     }
@@ -70,11 +70,20 @@ def decorate(data: dict[str, Any]) -> dict[str, Any]:
     """Add what the template needs (percentages, short names) to a copy of ``data``."""
     pools = [_decorate_pool(dict(p)) for p in data["pools"]]
     result = dict(data, pools=pools, shared="workers" in data)
+    if "workers" in data:
+        now = time.time()
+        result["workers"] = [dict(w, drained_ago=_drained_ago(w, now)) for w in data["workers"]]
     if "totals" in data:
         result["totals"] = [
             dict(t, utilization_pct=round(t["utilization"] * 100)) for t in data["totals"]
         ]
     return result
+
+
+def _drained_ago(worker: dict[str, Any], now: float) -> float | None:
+    """Seconds since any pool of ``worker`` was last drained, or None."""
+    times = [p["last_drained_at"] for p in worker.get("pools", ()) if p.get("last_drained_at")]
+    return round(max(0.0, now - max(times)), 1) if times else None
 
 
 def _decorate_pool(pool: dict[str, Any]) -> dict[str, Any]:

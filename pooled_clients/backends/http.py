@@ -177,10 +177,13 @@ class HTTPBackend(ClientBackend[PooledSession]):
     #: A failed request leaves the session usable: urllib3 drops broken connections.
     discard_on_error = False
     secret_options = ("password", "token", "secret", "auth", "headers")
+    #: Every session of the pool adds to the same request statistics.
+    shared_attributes = ("request_stats",)
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
-        parts = urlsplit(str(options["base_url"]))
+        # Absent when a callable provides it at each creation.
+        parts = urlsplit(str(options.get("base_url", "")))
         # A base path always ends with "/" so that relative URLs are appended to it.
         path = parts.path if parts.path.endswith("/") else parts.path + "/"
         self.base_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
@@ -305,13 +308,15 @@ class HTTPBackend(ClientBackend[PooledSession]):
                     f"{response.status_code} from {mask_url(client.url_for(self.health_path))}"
                 )
             return
-        parts = urlsplit(self.base_url)
+        parts = urlsplit(client.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         with socket.create_connection((parts.hostname or "", port), timeout=timeout):
             pass
 
     def describe(self) -> str:
         """The base URL without credentials, query or fragment, on one line."""
+        if self.provided("base_url"):
+            return "(base_url provided by a callable)"
         return mask_url(self.base_url)
 
     @classmethod

@@ -262,6 +262,8 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     #: The reset decides: an exception in the block leaves a transaction to roll back.
     discard_on_error = False
+    #: Factories psycopg calls itself: never called by the pool for a value.
+    never_called = PSYCOPG_KEYWORDS
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -356,6 +358,8 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     def describe(self) -> str:
         """``postgresql://user@host:port/dbname`` without the password, on one line."""
+        if self.provided("conninfo"):
+            return "(conninfo provided by a callable)"
         params = self._params
         host = params.get("host") or params.get("hostaddr") or "local socket"
         port = params.get("port")
@@ -422,6 +426,7 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     """
 
     discard_on_error = False
+    never_called = PSYCOPG_KEYWORDS
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -499,7 +504,7 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
 
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""
-        return self._parsed.secrets()
+        return self._parsed.secrets() + list(self.provided_secrets())
 
 
 def _postgres_key_options(key: Any) -> dict[str, Any]:

@@ -57,8 +57,9 @@ class TCPBackend(ClientBackend[socket.socket]):
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
-        self.host = str(options["host"])
-        self.port = int(options["port"])
+        # Absent when a callable provides them at each creation.
+        self.host = str(options.get("host", ""))
+        self.port = int(options.get("port", 0))
         self.keepalive = bool(options.get("keepalive", True))
         self.timeout: float | None = (
             float(options["timeout"]) if options.get("timeout") is not None else None
@@ -242,7 +243,10 @@ class TCPBackend(ClientBackend[socket.socket]):
         """``tcp://host:port`` or ``tls://host:port``, on one line."""
         scheme = "tcp" if self.tls_options is None else "tls"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return printable(f"{scheme}://{host}:{self.port}")
+        if self.provided("host"):
+            host = "(host provided by a callable)"
+        port = "(port provided by a callable)" if self.provided("port") else self.port
+        return printable(f"{scheme}://{host}:{port}")
 
 
 def _address(key: Any) -> tuple[str, int]:

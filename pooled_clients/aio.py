@@ -24,10 +24,17 @@ from typing import Any, NoReturn, TypeVar
 
 from pooled_clients import fork
 from pooled_clients.backends.base import AsyncClientBackend
-from pooled_clients.core import OPEN, Entry, PoolCore, PoolSettings, backoff, clamp_timeout
+from pooled_clients.core import (
+    OPEN,
+    AsyncConnection,
+    Entry,
+    PoolCore,
+    PoolSettings,
+    clamp_timeout,
+    task_owner,
+)
 from pooled_clients.exceptions import ClientCreationError, PoolClosed, PoolError, PoolTimeout
 from pooled_clients.masking import mask_exception
-from pooled_clients.pool import AsyncConnection, task_owner
 
 T = TypeVar("T")
 
@@ -83,24 +90,6 @@ class AsyncPool(PoolCore[T]):
 
     # ------------------------------------------------------------------ async API
 
-    def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None, key: object = None) -> AsyncConnection[T]:
-        """``async with pool.aconnection() as client:``."""
-        if endpoint is not None or key is not None:
-            raise self._not_routable(endpoint, key)
-        return AsyncConnection(self, timeout, _getframe(1))
-
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
-                    key: object = None) -> T:
-        """Check a client out on the running loop; return it with :meth:`arelease`."""
-        if endpoint is not None or key is not None:
-            raise self._not_routable(endpoint, key)
-        return await self._acheckout(timeout, _getframe(1))
-
-    async def arelease(self, client: T, discard: bool = False) -> None:
-        """Return ``client``: reset on its loop for the next caller, or closed."""
-        await self._arelease(client, discard, None)
-
     def wait(self, timeout: float = 30.0) -> NoReturn:
         """Refused: clients of an async backend belong to an event loop, which sync code
         waiting here does not run (they open on first use in async code)."""
@@ -113,14 +102,6 @@ class AsyncPool(PoolCore[T]):
     def release_from(self, client: T, discard: bool, exc: BaseException | None) -> NoReturn:
         """Refused: a group's sync release of an async member."""
         raise self._sync_api_error("release()")
-
-    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
-        """A group's checkout of this member (``frame`` is the caller's)."""
-        return await self._acheckout(timeout, frame)
-
-    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        """A group's release to this member."""
-        await self._arelease(client, discard, exc)
 
     async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
         self._last_loop = asyncio.get_running_loop()
@@ -226,10 +207,9 @@ class AsyncPool(PoolCore[T]):
                     client = await self._acreate_one()
                 except Exception as exc:
                     last = exc
-                    self._attempt_failed(exc)
-                    delay = backoff(self.settings, attempt)
-                    if attempt == attempts or delay > self.settings.timeout:
-                        break  # as the sync driver: no retry after every caller gave up
+                    delay = self._attempt_failed(exc, attempt, attempts)
+                    if delay is None:
+                        break
                     await asyncio.sleep(delay)
                     continue
                 if not self._claim(token):
@@ -459,7 +439,7 @@ class AsyncPool(PoolCore[T]):
         try:
             client = await self._acreate_one(min(remaining, self.settings.connect_timeout))
         except Exception as exc:
-            self._attempt_failed(exc)
+            self._attempt_failed(exc, 1, 1)
             raise ClientCreationError(
                 f"Pool {self._label!r} could not open a client to {self._target}: "
                 f"{mask_exception(exc, self._secrets) or 'timed out'}."

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType, FrameType, TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from pooled_clients import fork, maintenance
@@ -63,6 +63,7 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 __all__ = [
+    "AsyncConnection",
     "AsyncWaiter",
     "Capacity",
     "ClientPool",
@@ -433,6 +434,33 @@ class ClientPool(Protocol[T_co]):
         """The pools whose acquire waits make up this one's (for metrics)."""
 
 
+class AsyncConnection(Generic[T]):
+    """``async with pool.aconnection() as client:`` for a sync or an async pool."""
+
+    __slots__ = ("_client", "_frame", "_pool", "_timeout")
+
+    def __init__(self, pool: PoolCore[T], timeout: float | None, frame: FrameType) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._frame = frame
+
+    async def __aenter__(self) -> T:
+        client: T = await self._pool._acheckout(self._timeout, self._frame)
+        self._client = client
+        return client
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        pool = self._pool
+        await pool._arelease(self._client, exc_type is not None and pool.discard_on_error, exc)
+
+
+def task_owner() -> int:
+    """Who holds a client checked out from async code: the task (or the thread)."""
+    task = asyncio.current_task()
+    return _get_ident() if task is None else id(task)
+
+
 class PoolCore(Generic[T]):
     """State and rules of one pool; see the module docstring for where each rule lives."""
 
@@ -687,18 +715,47 @@ class PoolCore(Generic[T]):
         """Return ``client`` (``exc``: what the caller's block raised, if anything)."""
         raise NotImplementedError
 
-    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
-        """:meth:`checkout_from` for async code."""
-        raise NotImplementedError
-
-    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        """:meth:`release_from` for async code."""
-        raise NotImplementedError
-
     def check(self, timeout: float | None = None, *, wait: bool = True) -> None:
         """Borrow or open one client and validate it; raise a :class:`PoolError` if it
         cannot (``wait=False``: a saturated pool passes)."""
         raise NotImplementedError
+
+    async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
+        """Check a client out from async code. Implemented by the driver."""
+        raise NotImplementedError
+
+    async def _arelease(self, client: T, discard: bool, exc: BaseException | None) -> None:
+        """Return a client from async code. Implemented by the driver."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ async API (every pool)
+
+    def aconnection(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> AsyncConnection[T]:
+        """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
+        return AsyncConnection(self, timeout, _getframe(1))
+
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
+                       key: object = None) -> T:
+        """Check a client out from async code; return it with :meth:`arelease`. Same
+        timeout, limits, errors and stats as ``acquire``."""
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
+        return await self._acheckout(timeout, _getframe(1))
+
+    async def arelease(self, client: T, discard: bool = False) -> None:
+        """Return ``client`` from async code; a reset never blocks the event loop."""
+        await self._arelease(client, discard, None)
+
+    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
+        """A group's async checkout of this member (``frame`` is the caller's)."""
+        return await self._acheckout(timeout, frame)
+
+    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
+        """A group's async release to this member."""
+        await self._arelease(client, discard, exc)
 
     # ------------------------------------------------------------------ slots
 
@@ -1210,11 +1267,18 @@ class PoolCore(Generic[T]):
         if capacity is not None:
             capacity.freed(self)
 
-    def _attempt_failed(self, exc: BaseException) -> None:
-        """One creation attempt failed with ``exc`` (more may follow)."""
+    def _attempt_failed(self, exc: BaseException, attempt: int, attempts: int) -> float | None:
+        """Creation attempt ``attempt`` of ``attempts`` failed with ``exc``: the seconds to
+        wait before the next one, or None to give up now (the last attempt, or a wait
+        longer than TIMEOUT: a retry after every caller gave up would hold the slot for
+        nobody; probes take over)."""
         with self._lock:
             self._errors += 1
             self._record_error_locked(exc, _monotonic())
+        delay = backoff(self.settings, attempt)
+        if attempt >= attempts or delay > self.settings.timeout:
+            return None
+        return delay
 
     def _creating_allowed(self) -> bool:
         """Whether a creation in flight should go on (the pool is open, same process)."""

@@ -67,18 +67,27 @@ def is_secret_name(name: object, extra: Iterable[str] = ()) -> bool:
     return any(word in lowered for word in (*SECRET_WORDS, *(e.lower() for e in extra)))
 
 
+def _seen_before(item: Any, seen: set[int]) -> bool:
+    """Whether the container ``item`` was walked already (one that holds itself, or is
+    held twice, is walked once); records it otherwise."""
+    if not isinstance(item, Mapping | list | tuple | set | frozenset):
+        return False
+    if id(item) in seen:
+        return True
+    seen.add(id(item))
+    return False
+
+
 def secret_strings(value: Any) -> list[str]:
     """Every string inside ``value``: a string, bytes, a number, or any nesting of
     mappings (their values), sequences and sets (a dict of credentials, an auth tuple)."""
     found: list[str] = []
     stack = [value]
-    seen: set[int] = set()  # a container that holds itself is walked once
+    seen: set[int] = set()
     while stack:
         item = stack.pop()
-        if isinstance(item, Mapping | list | tuple | set | frozenset):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
+        if _seen_before(item, seen):
+            continue
         if isinstance(item, str):
             if item:
                 found.append(item)
@@ -100,13 +109,11 @@ def secrets_in_options(options: Mapping[str, Any], names: Iterable[str] = ()) ->
     extra = tuple(names)
     found: list[str] = []
     stack: list[Any] = [options]
-    seen: set[int] = set()  # a container that holds itself is walked once
+    seen: set[int] = set()
     while stack:
         item = stack.pop()
-        if isinstance(item, Mapping | list | tuple | set | frozenset):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
+        if _seen_before(item, seen):
+            continue
         if isinstance(item, Mapping):
             for key, value in item.items():
                 if is_secret_name(key, extra):

@@ -34,19 +34,18 @@ from pooled_clients.core import (
     PoolCore,
     PoolSettings,
     Waiter,
-    backoff,
     clamp_timeout,
+    task_owner,
 )
 from pooled_clients.exceptions import PoolTimeout
 
 T = TypeVar("T")
 
-__all__ = ["AsyncConnection", "Connection", "Pool", "PoolSettings"]
+__all__ = ["Connection", "Pool", "PoolSettings"]
 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
-_current_task = asyncio.current_task
 
 
 class Connection(Generic[T]):
@@ -69,33 +68,6 @@ class Connection(Generic[T]):
         else:
             pool = self._pool
             pool._release(self._client, pool.discard_on_error, exc, _get_ident())
-
-
-class AsyncConnection(Generic[T]):
-    """``async with pool.aconnection() as client:`` for a sync or an async pool."""
-
-    __slots__ = ("_client", "_frame", "_pool", "_timeout")
-
-    def __init__(self, pool: Any, timeout: float | None, frame: FrameType) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._frame = frame
-
-    async def __aenter__(self) -> T:
-        client: T = await self._pool._acheckout(self._timeout, self._frame)
-        self._client = client
-        return client
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        pool = self._pool
-        await pool._arelease(self._client, exc_type is not None and pool.discard_on_error, exc)
-
-
-def task_owner() -> int:
-    """Who holds a client checked out from async code: the task (or the thread)."""
-    task = _current_task()
-    return _get_ident() if task is None else id(task)
 
 
 # --------------------------------------------------------------------------- thread pool
@@ -154,24 +126,6 @@ class Pool(PoolCore[T]):
             raise self._not_routable(endpoint, key)
         return self._checkout(timeout, _getframe(1))
 
-    def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None, key: object = None) -> AsyncConnection[T]:
-        """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
-        if endpoint is not None or key is not None:
-            raise self._not_routable(endpoint, key)
-        return AsyncConnection(self, timeout, _getframe(1))
-
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
-                    key: object = None) -> T:
-        """:meth:`acquire` for async code: same timeout, limits, errors and stats."""
-        if endpoint is not None or key is not None:
-            raise self._not_routable(endpoint, key)
-        return await self._acheckout(timeout, _getframe(1))
-
-    async def arelease(self, client: T, discard: bool = False) -> None:
-        """:meth:`release` for async code; the reset never blocks the event loop."""
-        await self._arelease(client, discard, None)
-
     # ------------------------------------------------------------------ members of a group
 
     def checkout_from(self, timeout: float | None, frame: FrameType) -> T:
@@ -181,14 +135,6 @@ class Pool(PoolCore[T]):
     def release_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
         """A group's release to this member."""
         self._release(client, discard, exc, _get_ident())
-
-    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
-        """A group's async checkout of this member."""
-        return await self._acheckout(timeout, frame)
-
-    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        """A group's async release to this member."""
-        await self._arelease(client, discard, exc)
 
     # ------------------------------------------------------------------ checkout
 
@@ -377,11 +323,8 @@ class Pool(PoolCore[T]):
                         client = self.backend.creation_backend().create()
                 except Exception as exc:
                     last = exc
-                    self._attempt_failed(exc)
-                    delay = backoff(self.settings, attempt)
-                    if attempt == attempts or delay > self.settings.timeout:
-                        # A retry after every caller's TIMEOUT would hold the slot for
-                        # nobody: fail now; probes take over.
+                    delay = self._attempt_failed(exc, attempt, attempts)
+                    if delay is None:
                         break
                     time.sleep(delay)
                     continue

@@ -253,7 +253,21 @@ def _require_idle(client: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
         raise psycopg.OperationalError(f"the connection is not idle ({state})")
 
 
-class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
+class _PostgresKeys:
+    """What a key means to both PostgreSQL backends (keyed pools)."""
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is a conninfo (``"dbname=tenant_7"``, a ``postgresql://`` URL) or the items
+        of a dict of connect keywords (``frozenset({"dbname": "t7"}.items())``: a dict is not
+        hashable), merged over the pool's OPTIONS."""
+        return _postgres_key_options(key)
+
+    def describe_key(self, key: Any) -> str:
+        """``user@host:port/dbname`` of the key, never its password."""
+        return _describe_postgres_key(key)
+
+
+class PostgresBackend(_PostgresKeys, ClientBackend["psycopg.Connection[Any]"]):
     """A pool of ``psycopg.Connection`` objects.
 
     Returned inside a transaction: rolled back. Broken, closed or returned mid-query:
@@ -379,16 +393,6 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
         found = [str(self._params[key]) for key in _SECRET_PARAMS if self._params.get(key)]
         return found + super().secrets()
 
-    def key_options(self, key: Any) -> dict[str, Any]:
-        """A key is a conninfo (``"dbname=tenant_7"``, a ``postgresql://`` URL) or the items
-        of a dict of connect keywords (``frozenset({"dbname": "t7"}.items())``: a dict is not
-        hashable), merged over the pool's OPTIONS."""
-        return _postgres_key_options(key)
-
-    def describe_key(self, key: Any) -> str:
-        """``user@host:port/dbname`` of the key, never its password."""
-        return _describe_postgres_key(key)
-
 
 # A password keyword and everything after it: when libpq cannot parse a conninfo it may
 # quote any piece of it, and an unquoted password with spaces is several pieces.
@@ -418,7 +422,7 @@ def conninfo_secrets(conninfo: object) -> list[str]:
     return found + [str(params[key]) for key in _SECRET_PARAMS if params.get(key)]
 
 
-class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
+class AsyncPostgresBackend(_PostgresKeys, AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     """A pool of ``psycopg.AsyncConnection`` objects, for async code only.
 
     The same ``OPTIONS`` and behaviour as :class:`PostgresBackend`: returned inside a
@@ -482,16 +486,6 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
         await client.execute("SELECT 1")
         if client.pgconn.transaction_status != self._idle_status:
             await client.rollback()  # not autocommit: end the transaction the check began
-
-    def key_options(self, key: Any) -> dict[str, Any]:
-        """A key is a conninfo (``"dbname=tenant_7"``, a ``postgresql://`` URL) or the items
-        of a dict of connect keywords (``frozenset({"dbname": "t7"}.items())``: a dict is not
-        hashable), merged over the pool's OPTIONS."""
-        return _postgres_key_options(key)
-
-    def describe_key(self, key: Any) -> str:
-        """``user@host:port/dbname`` of the key, never its password."""
-        return _describe_postgres_key(key)
 
     def describe(self) -> str:
         """``postgresql://user@host:port/dbname`` without the password."""

@@ -200,6 +200,7 @@ MARKERS = {
     "vendor nested token tuple": "MKvnt92", "vendor deep secret": "MKvdeep93",
     "vendor number": "9458812094", "vendor auth tuple": "MKvauth95",
     "E011 password (1)": "MKbadA96", "E011 password (2)": "MKbadB97",
+    "pg callable password": "MKpgcall98", "HTTP callable token": "MKhcall99",
 }
 
 
@@ -217,6 +218,14 @@ def _pools(pg: HostileServer, http: HostileServer) -> dict[str, Any]:
         "pg_opt": {"BACKEND": pg_backend, **fast, "OPTIONS": {
             "host": "127.0.0.1", "port": pg.port, "user": "app", "dbname": "app",
             "password": m["pg OPTIONS password"]}},
+        # What a callable returns is a secret too (the server echoes it back).
+        "pg_call": {"BACKEND": pg_backend, **fast, "OPTIONS": {
+            "host": "127.0.0.1", "port": pg.port, "user": "app", "dbname": "app",
+            "password": lambda: m["pg callable password"]}},
+        "api_call": {"BACKEND": "pooled_clients.backends.http.HTTPBackend", **fast,
+                     "OPTIONS": {"base_url": f"http://{http_base}/v3/", "health_path": "health",
+                                 "headers": {"Authorization":
+                                             lambda: f"Bearer {m['HTTP callable token']}"}}},
         "pg_bad": {"BACKEND": pg_backend, **fast, "OPTIONS": {
             "conninfo": f"host=127.0.0.1 password={m['E011 password (1)']} "
                         f"{m['E011 password (2)']} user=app"}},

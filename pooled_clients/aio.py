@@ -214,6 +214,7 @@ class AsyncPool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
+                began = _monotonic()
                 try:
                     client = await self._acreate_one()
                 except Exception as exc:
@@ -227,7 +228,7 @@ class AsyncPool(PoolCore[T]):
                 if not self._claim(token):
                     self._close_nowait(client)
                     return
-                self._creation_done(client, probe, asyncio.get_running_loop())
+                self._creation_done(client, probe, asyncio.get_running_loop(), began)
                 return
         except BaseException as exc:
             # Cancelled (the loop is shutting down), or anything unexpected: free the slot.

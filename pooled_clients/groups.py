@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 from pooled_clients.core import PoolCore, PoolSettings, clamp_timeout
 from pooled_clients.exceptions import ClientCreationError, PoolError, PoolTimeout
 from pooled_clients.masking import mask_exception, mask_text
-from pooled_clients.stats import PoolStats
+from pooled_clients.stats import PoolStats, merge_views
 
 T = TypeVar("T")
 
@@ -328,6 +328,7 @@ class PoolGroup(Generic[T]):
             healthy=state == "open" and (not values or any(s.healthy for s in values)),
             last_error=last_error,
             leases=tuple(lease for s in values for lease in s.leases),
+            by_view=merge_views(s.by_view for s in values),
             state=state,
             creating=total("creating"),
             closing=total("closing"),

@@ -34,6 +34,7 @@ from pooled_clients.core import (
     PoolCore,
     PoolSettings,
     Waiter,
+    _view,
     backoff,
     clamp_timeout,
 )
@@ -206,6 +207,7 @@ class Pool(PoolCore[T]):
                     entry.lease_since = now
                     entry.lease_code = frame.f_code
                     entry.lease_lasti = frame.f_lasti
+                    entry.lease_view = _view()
                     self._acquired += 1
                     return entry.client
         return self._slow_checkout(timeout, frame, now)
@@ -291,6 +293,8 @@ class Pool(PoolCore[T]):
             if self._in_use.pop(entry.key, None) is not entry:
                 raise self._release_error(client)
             self._released += 1
+            if self._track_returns:
+                self._returned_locked(entry, now)
             # Entry.released(), inline: a call costs more than the rest.
             entry.last_used = now
             fresh_until = now + entry.window
@@ -367,6 +371,7 @@ class Pool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
+                began = _monotonic()
                 try:
                     with deadline_scope(None):
                         client = self.backend.create()
@@ -380,7 +385,7 @@ class Pool(PoolCore[T]):
                         break
                     time.sleep(delay)
                     continue
-                self._creation_done(client, probe)
+                self._creation_done(client, probe, began=began)
                 return
         except BaseException as exc:
             # Whatever ends this thread, the slot it reserved comes back.

@@ -85,7 +85,17 @@ def _decorate_pool(pool: dict[str, Any]) -> dict[str, Any]:
     )
     if pool["http"] is not None and pool["http"]["error_rate"] is not None:
         pool["http"]["error_pct"] = round(pool["http"]["error_rate"] * 100, 2)
+    pool["views_holding"], pool["views_waiting"] = _busiest_views(pool.get("by_view") or {})
     pool["endpoint_list"] = [
         _decorate_pool(dict(e, name=name)) for name, e in (pool.get("endpoints") or {}).items()
     ]
     return pool
+
+
+def _busiest_views(by_view: dict[str, dict[str, Any]], limit: int = 5
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The views that held clients longest (in all), and those that waited most (p95)."""
+    views = [dict(figures, name=name) for name, figures in by_view.items()]
+    holding = sorted(views, key=lambda v: -v["hold_ms_total"])[:limit]
+    waiting = sorted((v for v in views if v["wait_ms_p95"]), key=lambda v: -v["wait_ms_p95"])
+    return holding, waiting[:limit]

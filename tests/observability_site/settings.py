@@ -10,6 +10,7 @@ import os
 from tests.settings import *  # noqa: F403
 
 ROOT_URLCONF = "tests.observability_site.urls"
+MIDDLEWARE = [*MIDDLEWARE, "pooled_clients.middleware.PoolAttributionMiddleware"]  # noqa: F405
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
                          "NAME": os.environ.get("OBS_DB", "/tmp/pooled-clients-obs.sqlite3"),
                          "OPTIONS": {"timeout": 10, "transaction_mode": "IMMEDIATE"}}}

@@ -24,6 +24,7 @@ def work(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health),
-    path("work/", work),
+    path("work/", work, name="work"),
+    path("slow/", work, name="slow"),
     path("metrics", metrics_view),
 ]

@@ -520,6 +520,11 @@ class PoolCore(Generic[T]):
         self._suspect = False
         self._last_error: BaseException | None = None
         self._last_error_at: float | None = None
+        self._last_error_wall: float | None = None
+        #: Whether the last attempt to reach the service (open or check a client) failed,
+        #: and when (monotonic) it last answered: one notion of healthy for every surface.
+        self._unreachable = False
+        self._reached_at: float | None = None
         self._consecutive_failures = 0
         self._next_probe = 0.0
         self._probing = False
@@ -1034,6 +1039,7 @@ class PoolCore(Generic[T]):
         ``entry`` and log ``message`` (with the pool and the masked error)."""
         with self._lock:
             self._check_failures += 1
+            self._unreachable = True
             self._record_error_locked(exc, now)
             # The service probably restarted: every idle client older than this one is
             # presumed dead too, instead of being tested one by one.
@@ -1160,7 +1166,8 @@ class PoolCore(Generic[T]):
                 self._creates.add(entry.created - began, self._created)
             if self._failing or self._suspect:
                 logger.info("Pool %r reached %s again.", self._label, self._target)
-            self._failing = self._suspect = False
+            self._failing = self._suspect = self._unreachable = False
+            self._reached_at = entry.created
             self._consecutive_failures = 0
             if fork.forked_since(self._pid):
                 kept = False
@@ -1179,6 +1186,7 @@ class PoolCore(Generic[T]):
             self._drop_locked(creating=True, probe=probe)
             if self._state is OPEN:
                 self._record_error_locked(exc, now)
+                self._unreachable = True
                 self._consecutive_failures += 1
                 if not self._failing:
                     self._failing = True
@@ -1198,6 +1206,7 @@ class PoolCore(Generic[T]):
         """One creation attempt failed with ``exc`` (more may follow)."""
         with self._lock:
             self._errors += 1
+            self._unreachable = True
             self._record_error_locked(exc, _monotonic())
 
     def _creating_allowed(self) -> bool:
@@ -1208,6 +1217,21 @@ class PoolCore(Generic[T]):
         if exc is not None:
             self._last_error = exc
             self._last_error_at = now
+            self._last_error_wall = time.time()
+
+    def _reached(self, now: float) -> None:
+        """The service answered at ``now`` (a check passed). Written without the lock: two
+        plain stores, read only by :meth:`stats` and the health check."""
+        self._unreachable = False
+        self._reached_at = now
+
+    def _recently_reached(self, now: float) -> bool:
+        """Whether the service answered within the CHECK window (CHECK_IDLE_AFTER; never
+        with CHECK="always") and nothing failed since: the pool would hand out a client
+        idle that long without a check, so a health probe may trust it too."""
+        horizon = -1.0 if self.settings.check == "always" else self.settings.check_idle_after
+        reached = self._reached_at
+        return not self._unreachable and reached is not None and now - reached <= horizon
 
     def _last_error_text(self) -> str:
         return mask_exception(self._last_error, self._secrets) or "no error recorded"
@@ -1310,6 +1334,7 @@ class PoolCore(Generic[T]):
                                                 "%r: %s")
             return
         entry.checked(now)
+        self._reached(now)
         self._give_back(entry)
 
     def _report_leak(self, entry: Entry[T], now: float) -> None:
@@ -1418,8 +1443,11 @@ class PoolCore(Generic[T]):
                 for e in self._in_use.values()
             )
             state = self._state
-            if state is OPEN and (self._failing or self._suspect):
+            if state is OPEN and (self._failing or self._suspect or self._unreachable):
                 state = "failing"
+            recovered = (self._last_error_at is not None and self._reached_at is not None
+                         and self._reached_at > self._last_error_at)
+            last_error_at = self._last_error_wall
             p50, p95, p99 = self._waits.percentiles(self._acquired)
             by_view = self._views.snapshot()
             last_error = self._last_error_text() if self._last_error is not None else None
@@ -1451,6 +1479,8 @@ class PoolCore(Generic[T]):
             released_total=released, created_total=created, closed_total=closed,
             timeouts_total=timeouts, errors_total=errors, check_failures_total=check_failures,
             leaks_total=leaks, creating=creating, closing=closing, by_view=by_view,
+            last_error_at=None if last_error_at is None else utc_text(last_error_at),
+            recovered=recovered,
         )
 
     def wait_sources(self) -> list[PoolCore[Any]]:
@@ -1514,6 +1544,7 @@ class PoolCore(Generic[T]):
         """Count a failed health check and describe it."""
         with self._lock:
             self._check_failures += 1
+            self._unreachable = True
             self._record_error_locked(exc, _monotonic())
         error = ClientCreationError(
             f"Pool {self._label!r}: a client to {self._target} failed its check: "
@@ -1529,6 +1560,11 @@ class PoolCore(Generic[T]):
 
 
 _FORK_LOCK = threading.RLock()
+
+
+def utc_text(wall: float) -> str:
+    """``2026-11-27 18:04:05 UTC``: the one clock every surface shows."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
 
 
 def record_views() -> None:

@@ -283,11 +283,13 @@ class PoolGroup(Generic[T]):
         p50, p95, p99 = (_highest(getattr(s, name) for s in values)
                          for name in ("wait_ms_p50", "wait_ms_p95", "wait_ms_p99"))
         last = max(self.members(), key=lambda m: m.last_error_at() or 0.0, default=None)
-        last_error = None
+        last_error = last_error_at = None
+        recovered = False
         if last is not None and last.last_error_at() is not None:
             text = per.get(str(last.name))
             if text is not None and text.last_error:
                 last_error = f"{self._describe_member(last)}: {text.last_error}"
+                last_error_at, recovered = text.last_error_at, text.recovered
         states = {s.state for s in values}
         if not values:
             state = "open"
@@ -327,6 +329,8 @@ class PoolGroup(Generic[T]):
             wait_ms_p99=p99,
             healthy=state == "open" and (not values or any(s.healthy for s in values)),
             last_error=last_error,
+            last_error_at=last_error_at,
+            recovered=recovered,
             leases=tuple(lease for s in values for lease in s.leases),
             by_view=merge_views(s.by_view for s in values),
             state=state,

@@ -38,7 +38,9 @@ _GAUGE_FIELDS: dict[str, str] = {
     "idle": "Idle clients.",
     "in_use": "Clients checked out.",
     "waiting": "Callers waiting for a client.",
-    "max_size": "MAX_SIZE of the pool.",
+    "max_size": "MAX_SIZE of the pool, summed over the live processes this scrape covers "
+                "(under gunicorn: MAX_SIZE x workers of this server; sum over servers only "
+                "what one service sees).",
 }
 _COUNTER_FIELDS: dict[str, str] = {
     "acquired": "Successful checkouts.",

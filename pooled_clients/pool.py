@@ -267,6 +267,7 @@ class Pool(PoolCore[T]):
                                                 "its check: %s")
             return False
         entry.checked(now)
+        self._reached(now)
         return True
 
     # ------------------------------------------------------------------ release
@@ -440,5 +441,6 @@ class Pool(PoolCore[T]):
                     discard = True
                     raise self._check_error(exc) from exc
                 entry.checked(_monotonic())
+                self._reached(_monotonic())
         finally:
             self._release(client, discard, None, me)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -40,7 +41,28 @@ TOTAL_FIELDS = (
 _started_pid = 0
 _start_lock = threading.Lock()
 _index_lock = threading.Lock()
-_HOST = socket.gethostname()
+
+
+def host_id() -> str:
+    """This machine on the page: ``POOLED_CLIENTS_HOST`` from the environment (for
+    containers whose hostnames mean nothing), else the hostname."""
+    return os.environ.get("POOLED_CLIENTS_HOST") or socket.gethostname()
+
+
+def server_kind() -> str:
+    """What serves this process: gunicorn, uvicorn, uWSGI, ... (or "python")."""
+    modules = sys.modules
+    if "uwsgi" in modules:
+        return "uWSGI"
+    if "gunicorn.arbiter" in modules or "gunicorn.workers.base" in modules:
+        return "gunicorn + uvicorn" if "uvicorn.workers" in modules else "gunicorn"
+    for name, label in (("uvicorn.server", "uvicorn"), ("daphne.server", "daphne"),
+                        ("hypercorn", "hypercorn")):
+        if name in modules:
+            return label
+    if "runserver" in sys.argv[1:2]:
+        return "runserver"
+    return "python"
 
 
 def enabled() -> bool:
@@ -82,9 +104,9 @@ def _strip_stacks(data: dict[str, Any]) -> None:
 
 
 def local_snapshot() -> dict[str, Any]:
-    """This process: ``{"host", "pid", "published_at", "pools"}``."""
-    return {"host": _HOST, "pid": os.getpid(), "published_at": time.time(),
-            "pools": pool_dicts()}
+    """This process: ``{"host", "pid", "server", "published_at", "pools"}``."""
+    return {"host": host_id(), "pid": os.getpid(), "server": server_kind(),
+            "published_at": time.time(), "pools": pool_dicts()}
 
 
 def publish() -> None:
@@ -175,9 +197,9 @@ def withdraw(timeout: float = 2.0) -> bool:
     def run() -> None:
         try:
             if store == "database":
-                _withdraw_database(_HOST, os.getpid())
+                _withdraw_database(host_id(), os.getpid())
             else:
-                _withdraw_cache(store["CACHE"], _HOST, os.getpid())
+                _withdraw_cache(store["CACHE"], host_id(), os.getpid())
             done.set()
         except Exception as exc:  # the entry ages out instead
             from pooled_clients.masking import mask_exception

@@ -78,6 +78,10 @@ class PoolStats:
     backend_stats: dict[str, Any] = field(default_factory=dict)
     #: View (or attributed name) -> its checkouts, counted when the client comes back.
     by_view: dict[str, ViewStats] = field(default_factory=dict)
+    #: When ``last_error`` happened (``2026-11-27 18:04:05 UTC``), or None.
+    last_error_at: str | None = None
+    #: Whether the service answered after ``last_error`` (the error is history).
+    recovered: bool = False
 
     @property
     def utilization(self) -> float:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import time
 from typing import Any
 
 from pooled_clients import shared_status
+from pooled_clients.core import utc_text
 from pooled_clients.masking import mask_text
 
 __all__ = ["misconfigured_pools", "status_data"]
@@ -23,7 +24,7 @@ def status_data(*, publish_self: bool = True) -> dict[str, Any]:
     that published within MAX_AGE) and ``"totals"`` (per alias) when shared status is on.
     ``publish_self`` makes a serving process publish now (a one-off command does not)."""
     data: dict[str, Any] = {
-        "host": socket.gethostname(),
+        "host": shared_status.host_id(),
         "pid": os.getpid(),
         "pools": shared_status.pool_dicts(),
     }
@@ -65,7 +66,8 @@ def misconfigured_pools() -> list[dict[str, str]]:
 def decorate(data: dict[str, Any]) -> dict[str, Any]:
     """Add what the template needs (percentages, short names) to a copy of ``data``."""
     pools = [_decorate_pool(dict(p)) for p in data["pools"]]
-    result = dict(data, pools=pools, shared="workers" in data)
+    result = dict(data, pools=pools, shared="workers" in data,
+                  generated_at=utc_text(time.time()))
     if "totals" in data:
         result["totals"] = [
             dict(t, utilization_pct=round(t["utilization"] * 100)) for t in data["totals"]
@@ -77,6 +79,7 @@ def _decorate_pool(pool: dict[str, Any]) -> dict[str, Any]:
     max_size = pool["max_size"] or 1
     pool["utilization_pct"] = round(pool["in_use"] * 100 / max_size)
     pool["idle_pct"] = round(pool["idle"] * 100 / max_size)
+    pool["free"] = max(0, pool["max_size"] - pool["size"])
     pool["backend_name"] = pool["backend"].rsplit(".", 1)[-1]
     backend_stats = pool.get("backend_stats") or {}
     pool["http"] = (

@@ -308,7 +308,7 @@ def test_quickstart_followed_literally_serves_a_pooled_view_health_and_admin(
     assert data.status_code == 200, data.text
     checks = data.json()
     assert checks and all(result == "OK" for result in checks.values()), checks
-    assert {"PoolHealthCheck(alias='warehouse')", "PoolHealthCheck(alias='payments')"} <= set(
+    assert {"Pool warehouse", "Pool payments"} <= set(
         checks), checks
 
     admin = requests.Session()

@@ -134,3 +134,21 @@ def test_the_middleware_attributes_checkouts_of_the_test_client(
         assert client.get("/work/").status_code == 200
     assert pools["api"].stats().by_view["work"].acquired_total == 2
     assert attribution.current.get() == "-"
+
+
+def test_the_middleware_attributes_checkouts_under_asgi(
+        upstream: UpstreamServer, pooled_clients_settings: Configure, settings: Any,
+        async_client: Any) -> None:
+    import asyncio
+
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE,
+                           "pooled_clients.middleware.PoolAttributionMiddleware"]
+    settings.ROOT_URLCONF = "tests.observability_site.urls"
+    pooled_clients_settings("api", _http(upstream))
+
+    async def get() -> int:
+        response = await async_client.get("/slow/")
+        return int(response.status_code)
+
+    assert asyncio.run(get()) == 200
+    assert pools["api"].stats().by_view["slow"].acquired_total == 1

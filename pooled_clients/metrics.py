@@ -57,8 +57,9 @@ GAUGES = {
     name: Gauge(f"pooled_clients_{name}", doc, ["alias"], multiprocess_mode="livesum")
     for name, doc in _GAUGE_FIELDS.items()
 }
-HEALTHY = Gauge("pooled_clients_healthy", "1 when the pool is open and not failing fast "
-                "(the lowest over live workers).", ["alias"], multiprocess_mode="livemin")
+HEALTHY = Gauge("pooled_clients_healthy", "1 when the pool is open and its last attempt to "
+                "reach the service succeeded (the lowest over live workers).", ["alias"],
+                multiprocess_mode="livemin")
 COUNTERS = {
     name: Counter(f"pooled_clients_{name}", doc, ["alias"])
     for name, doc in _COUNTER_FIELDS.items()

@@ -43,7 +43,7 @@ DOC_BASE_URL = "https://api.example.com/v1/"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # Run in the fresh virtualenv: the app loads, passes its checks and builds a pool with no
-# extra installed (no django-health-check, prometheus-client, httpx or pytest).
+# extra installed (no django-health-check, prometheus-client, httpx, OpenTelemetry or pytest).
 SMOKE = """
 import importlib.metadata as md
 import importlib.util
@@ -64,7 +64,7 @@ from pooled_clients import pools
 with pools["api"].connection() as http:
     assert http.base_url == "https://user:pw@api.example.com/v1/"
 assert "pw" not in pools["api"].stats().target
-for extra in ("health_check", "prometheus_client", "httpx", "pytest"):
+for extra in ("health_check", "prometheus_client", "httpx", "pytest", "opentelemetry"):
     assert importlib.util.find_spec(extra) is None, extra
 plugins = [ep.value for ep in md.entry_points(group="pytest11")]
 assert "pooled_clients.testing.plugin" in plugins, plugins

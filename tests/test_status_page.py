@@ -133,3 +133,20 @@ def test_max_size_says_it_adds_up_processes(pooled_clients_settings: Configure,
     assert "summed" in help_line and "server" in help_line
     page = (REPO / "docs/observability.md").read_text()
     assert "per server, not per service" in page and "adds up every process" in page
+
+
+@pytest.mark.parametrize(("modules", "kind"), [
+    ("gunicorn.arbiter", "gunicorn"),
+    ("gunicorn.arbiter, uvicorn.workers", "gunicorn + uvicorn"),
+    ("uvicorn.server", "uvicorn"),
+    ("", "python"),
+])
+def test_each_worker_names_what_serves_it(modules: str, kind: str) -> None:
+    # A fresh interpreter: what a server imports is what tells it apart.
+    imports = "".join(f"import {name}; " for name in modules.split(", ") if name)
+    out = subprocess.run(
+        [sys.executable, "-c",
+         f"{imports}from pooled_clients.shared_status import server_kind; print(server_kind())"],
+        env=dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings"), cwd=REPO,
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == kind

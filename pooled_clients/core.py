@@ -1584,6 +1584,10 @@ def _record(what: str, on: bool) -> None:
     for pool in maintenance.live_pools():
         if isinstance(pool, PoolCore):  # members of a group are registered themselves
             with pool._lock:
+                if not pool._track_returns:
+                    # Untracked releases left the waits of past leases on idle clients.
+                    for entry in pool._idle:
+                        entry.lease_wait = 0.0
                 pool._record_use = _recording["use"]
                 pool._record_views = _recording["views"]
                 pool._track_returns = pool._record_use or pool._record_views

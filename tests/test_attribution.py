@@ -152,3 +152,36 @@ def test_the_middleware_attributes_checkouts_under_asgi(
 
     assert asyncio.run(get()) == 200
     assert pools["api"].stats().by_view["slow"].acquired_total == 1
+
+
+_STALE_WAIT = """
+import threading, time
+from pooled_clients import core
+from pooled_clients.attribution import attribute
+from pooled_clients.pool import Pool, PoolSettings
+from tests.fakes import FakeBackend
+pool = Pool("late", FakeBackend(), PoolSettings(max_size=1))
+held = pool.acquire()
+waiter = threading.Thread(target=lambda: pool.release(pool.acquire(timeout=5)))
+waiter.start()
+while not pool.stats().waiting:
+    time.sleep(0.001)
+time.sleep(0.05)  # the waiter waits a while before the hand-over
+pool.release(held)
+waiter.join()
+core.record_views()
+with attribute("late"), pool.connection():
+    pass
+print(pool.stats().by_view["late"].wait_ms_p95)
+"""
+
+
+def test_a_wait_from_before_attribution_was_on_is_not_counted() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _STALE_WAIT], cwd=repo, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert float(out) == 0.0

@@ -127,6 +127,7 @@ class AsyncPool(PoolCore[T]):
                                "Discarded a client of pool %r that failed its check: %s")
             return False
         entry.checked(now)
+        self._reached(now)
         return True
 
     async def _arelease(self, client: T, discard: bool, exc: BaseException | None) -> None:
@@ -202,7 +203,7 @@ class AsyncPool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
-                started = _monotonic()
+                began = _monotonic()
                 try:
                     client = await self._acreate_one()
                 except Exception as exc:
@@ -215,7 +216,7 @@ class AsyncPool(PoolCore[T]):
                 if not self._claim(token):
                     self._close_nowait(client)
                     return
-                self._creation_done(client, probe, asyncio.get_running_loop(), started)
+                self._creation_done(client, probe, asyncio.get_running_loop(), began)
                 return
         except BaseException as exc:
             # Cancelled (the loop is shutting down), or anything unexpected: free the slot.
@@ -357,6 +358,10 @@ class AsyncPool(PoolCore[T]):
                             and candidate.is_running() and not candidate.is_closed()):
                         entry = self._idle.pop(index)
                         break
+                if entry is None and self._recently_reached(_monotonic()):
+                    # In a WSGI worker no loop of the pool's runs here: rather than open and
+                    # close a client per probe, trust an answer as recent as CHECK trusts.
+                    return
                 if entry is None and self._size < self._max_size:
                     self._reserve_locked()
                     reserved = True
@@ -405,6 +410,7 @@ class AsyncPool(PoolCore[T]):
             self._discard(entry, broken=True)
             raise error from exc
         entry.checked(_monotonic())
+        self._reached(_monotonic())
         self._give_back(entry)
 
     def _check_fresh(self, deadline: float, timeout: float) -> None:
@@ -449,6 +455,7 @@ class AsyncPool(PoolCore[T]):
         try:
             await asyncio.wait_for(self.abackend.check(client),
                                    max(0.001, deadline - _monotonic()))
+            self._reached(_monotonic())
         except Exception as exc:
             raise self._check_error(exc) from exc
         finally:

@@ -56,3 +56,10 @@ def _connect_observability() -> None:
 
         request_started.connect(metrics.on_request_started,
                                 dispatch_uid="pooled_clients_metrics")
+    if conf.get_process_setting("POOLED_CLIENTS_OPENTELEMETRY") is True:
+        try:
+            from pooled_clients import otel
+        except ImportError:
+            return  # pooled_clients.E023 says what is missing
+        otel.install()  # instruments only: the provider may be set later, by the app
+        request_started.connect(otel.on_request_started, dispatch_uid="pooled_clients_otel")

@@ -85,6 +85,8 @@ ERROR_IDS: dict[str, str] = {
     "pooled_clients.E022": "POOLED_CLIENTS_SHARED_STATUS_MAX_AGE is not longer than "
                            "POOLED_CLIENTS_SHARED_STATUS_INTERVAL: workers would drop off the "
                            "page between two publications.",
+    "pooled_clients.E023": "POOLED_CLIENTS_OPENTELEMETRY is True but opentelemetry-api is not "
+                           "installed (the `otel` extra).",
     "pooled_clients.W001": "A password or token is written inside a URL or connection string "
                            "in POOLED_CLIENTS, where Django's debug page shows it.",
     "pooled_clients.W002": "POOLED_CLIENTS_SHARED_STATUS uses a cache that is not shared "
@@ -245,12 +247,17 @@ PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
                    "Keep the `pooled_clients_*` Prometheus metrics up to date in every serving "
                    "process (needs the `prometheus` extra); see Observability."),
     ProcessSetting("POOLED_CLIENTS_METRICS_INTERVAL", 5.0, "float",
-                   "Seconds between two refreshes of the Prometheus metrics.",
+                   "Seconds between two refreshes of the Prometheus metrics (and of the "
+                   "OpenTelemetry histograms between two collections).",
                    minimum=MIN_SECONDS),
     ProcessSetting("POOLED_CLIENTS_METRICS_ACCESS", None, "metrics_access",
                    "Who may read `metrics_view`: `None` (everyone) or a dict of any of "
                    "`PERMISSION`, `TOKEN` (bearer), `IPS` (addresses or networks); others "
                    "get 403. See Observability."),
+    ProcessSetting("POOLED_CLIENTS_OPENTELEMETRY", False, "bool",
+                   "Report the OpenTelemetry semantic-convention connection-pool metrics "
+                   "(`db.client.connection.*`) through the global MeterProvider (needs the "
+                   "`otel` extra); see Observability."),
 )
 _PROCESS_BY_NAME = {s.name: s for s in PROCESS_SETTINGS}
 #: Cache backends that keep their data inside one process.
@@ -584,6 +591,14 @@ def _validate_process_settings() -> list[Problem]:
         elif spec.kind == "metrics_access":
             problems.extend(Problem("pooled_clients.E020", message)
                             for message in access.problems(spec.name, value))
+    if get_process_setting("POOLED_CLIENTS_OPENTELEMETRY") is True:
+        try:
+            import opentelemetry.metrics  # noqa: F401
+        except ImportError:
+            problems.append(Problem("pooled_clients.E023",
+                                    "POOLED_CLIENTS_OPENTELEMETRY is True but opentelemetry-api "
+                                    "is not installed; expected `pip install "
+                                    "django-pooled-clients[otel]`."))
     interval = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_INTERVAL")
     max_age = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE")
     if (number_fault(interval, 0, MAX_SECONDS) is None

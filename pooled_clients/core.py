@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-from pooled_clients import fork, maintenance
+from pooled_clients import attribution, fork, maintenance
 from pooled_clients.backends.base import ClientBackend
 from pooled_clients.exceptions import (
     ClientCreationError,
@@ -57,7 +57,7 @@ from pooled_clients.exceptions import (
     PoolTimeout,
 )
 from pooled_clients.masking import mask_exception, mask_text, printable
-from pooled_clients.stats import Lease, PoolStats, WaitWindow
+from pooled_clients.stats import Lease, PoolStats, ViewTable, WaitWindow
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -79,6 +79,13 @@ logger = logging.getLogger("pooled_clients")
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
+#: The one context-variable read of a checkout: who it is attributed to.
+#: The view (or attributed name) of the running code: one context-variable read.
+current_view = attribution.current.get
+#: What a release records beyond the counters, for every pool of the process: hold times
+#: per view ("views", once attribution is in use) and for OpenTelemetry's use_time ("use").
+#: Both off, a release reads one flag.
+_recording = {"views": False, "use": False}
 
 #: The longest wait a lock or a sleep accepts; longer timeouts are clamped to it.
 MAX_WAIT = min(threading.TIMEOUT_MAX, 365 * 86400.0)
@@ -160,6 +167,8 @@ class Entry(Generic[T]):
         "lease_since",
         "lease_stack",
         "lease_thread",
+        "lease_view",
+        "lease_wait",
         "loop",
         "owner",
         "owner_task",
@@ -184,6 +193,9 @@ class Entry(Generic[T]):
         self.lease_code: CodeType | None = None
         self.lease_lasti = 0
         self.lease_stack: str | None = None
+        self.lease_view = attribution.UNATTRIBUTED
+        #: How long the current lease waited for the client (0.0 for most).
+        self.lease_wait = 0.0
         self.leak_reported = False
         #: Who holds it (the thread, or the task for async code), and who released it
         #: last: together they tell a stale second release.
@@ -221,7 +233,7 @@ class Entry(Generic[T]):
         """It passed a check at ``now``."""
         self.checked_at = now
 
-    def lease(self, thread: int, code: CodeType | None, lasti: int, now: float,
+    def lease(self, thread: int, code: CodeType | None, lasti: int, now: float, view: str,
               task: asyncio.Task[Any] | None = None) -> None:
         """Record who holds it from ``now``: the thread (or ``task``) and the caller's code
         and offset (the line is worked out only when shown: ``f_lineno`` costs more than
@@ -236,6 +248,7 @@ class Entry(Generic[T]):
         self.lease_since = now
         self.lease_code = code
         self.lease_lasti = lasti
+        self.lease_view = view
         self.leak_reported = False
 
     def holder_alive(self) -> bool:
@@ -271,7 +284,8 @@ class Entry(Generic[T]):
 class Waiter:
     """A thread waiting for a client; served first come, first served."""
 
-    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "loop", "since", "thread")
+    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "loop", "since", "thread",
+                 "view")
 
     def __init__(self, now: float) -> None:
         self.lock = threading.Lock()
@@ -285,6 +299,8 @@ class Waiter:
         self.code: CodeType | None = None
         self.lasti = 0
         self.leased = False
+        #: Who the checkout is attributed to, read here: a hand-off leases in another thread.
+        self.view = current_view()
 
     def deliver(self, entry: Entry[Any]) -> bool:
         """Hand ``entry`` over (pool lock held). False if this waiter can no longer take it."""
@@ -533,11 +549,25 @@ class PoolCore(Generic[T]):
         self._check_failures = 0
         self._leaks = 0
         self._waits = WaitWindow()
+        self._views = ViewTable()
+        #: Hold times (numbered by release) and creation times (by creation), drained by
+        #: OpenTelemetry; hold times only while :func:`record_use_times` is on.
+        self._uses = WaitWindow()
+        self._creates = WaitWindow()
+        self._record_use = _recording["use"]
+        self._record_views = _recording["views"]
+        # The release paths read one flag, off unless either is on.
+        self._track_returns = self._record_use or self._record_views
         # Failure state.
         self._failing = False
         self._suspect = False
         self._last_error: BaseException | None = None
         self._last_error_at: float | None = None
+        self._last_error_wall: float | None = None
+        #: Whether the last attempt to reach the service (open or check a client) failed,
+        #: and when (monotonic) it last answered: one notion of healthy for every surface.
+        self._unreachable = False
+        self._reached_at: float | None = None
         self._consecutive_failures = 0
         self._next_probe = 0.0
         self._probing = False
@@ -920,7 +950,7 @@ class PoolCore(Generic[T]):
             if (type(waiter) is Waiter and waiter.code is not None and self._fast_leases
                     and not entry.needs_check(now, waiter.since)):
                 self._lease_locked(entry, waiter.thread, waiter.code, waiter.lasti, now,
-                                   now - waiter.since)
+                                   now - waiter.since, waiter.view)
                 waiter.leased = True
             if waiter.deliver(entry):
                 return True
@@ -930,13 +960,33 @@ class PoolCore(Generic[T]):
         return False
 
     def _lease_locked(self, entry: Entry[T], thread: int, code: CodeType | None, lasti: int,
-                      now: float, waited: float, task: asyncio.Task[Any] | None = None
-                      ) -> None:
+                      now: float, waited: float, view: str,
+                      task: asyncio.Task[Any] | None = None) -> None:
         """(lock held) Count a checkout and record its lease."""
         self._in_use[entry.key] = entry
-        entry.lease(thread, code, lasti, now, task)
+        entry.lease(thread, code, lasti, now, view, task)
+        entry.lease_wait = waited
         self._acquired += 1
         self._waits.add(waited, self._acquired)
+
+    def _returned_locked(self, entry: Entry[T], now: float) -> None:
+        """(lock held) A lease ended at ``now``: count it for its view, and keep its hold
+        time for OpenTelemetry (each only while asked for, see :func:`record_views` and
+        :func:`record_use_times`)."""
+        held = now - entry.lease_since
+        if self._record_views:
+            # ViewTable.record(), inline: a call costs more than the rest.
+            usage = self._views.get(entry.lease_view)
+            if usage is None:
+                usage = self._views.usage_of(entry.lease_view)
+            usage.count += 1
+            usage.hold_total += held
+            usage.holds.append(held)
+            if entry.lease_wait:
+                usage.waits.add(entry.lease_wait, usage.count)
+                entry.lease_wait = 0.0
+        if self._record_use:
+            self._uses.add(held, self._released)
 
     def _lease(self, entry: Entry[T], frame: FrameType, start: float,
                task: asyncio.Task[Any] | None = None) -> T:
@@ -944,7 +994,7 @@ class PoolCore(Generic[T]):
         now = _monotonic()
         with self._lock:
             self._lease_locked(entry, _get_ident(), frame.f_code, frame.f_lasti, now,
-                               now - start, task)
+                               now - start, current_view(), task)
         if self.settings.leak_timeout is not None:
             entry.lease_stack = "".join(traceback.format_stack(frame))
         return entry.client
@@ -1026,6 +1076,8 @@ class PoolCore(Generic[T]):
                 if self._in_use.get(entry.key) is entry:
                     del self._in_use[entry.key]
                     self._released += 1
+                    if self._track_returns:
+                        self._returned_locked(entry, _monotonic())
             kept = self._put_back_locked(entry, _monotonic())
         if not kept:
             self._close_entries([entry])
@@ -1110,6 +1162,7 @@ class PoolCore(Generic[T]):
         ``entry`` and log ``message`` (with the pool and the masked error)."""
         with self._lock:
             self._check_failures += 1
+            self._unreachable = True
             self._record_error_locked(exc, now)
             # The service probably restarted: every idle client older than this one is
             # presumed dead too, instead of being tested one by one.
@@ -1154,6 +1207,8 @@ class PoolCore(Generic[T]):
             if self._in_use.pop(entry.key, None) is not entry:
                 raise PoolError(f"Pool {self._label!r}: client released twice.")
             self._released += 1
+            if self._track_returns:
+                self._returned_locked(entry, now)
             entry.released(now, owner)
             if broken:
                 self._errors += 1
@@ -1221,19 +1276,23 @@ class PoolCore(Generic[T]):
 
     def _creation_done(self, client: T, probe: bool,
                        loop: asyncio.AbstractEventLoop | None = None,
-                       started: float | None = None) -> None:
-        """A creation for a reserved slot, started at ``started``, produced ``client``."""
+                       began: float | None = None) -> None:
+        """A creation for a reserved slot produced ``client`` (its attempt started at
+        ``began``)."""
         entry = self._new_entry(client, loop)
         with self._lock:
-            if started is not None and started < self._fresh_after:
+            if began is not None and began < self._fresh_after:
                 entry.condemn()  # begun before a drain: maybe with the old credentials
             self._creating -= 1
             if probe:
                 self._probing = False
             self._created += 1
+            if began is not None:
+                self._creates.add(entry.created - began, self._created)
             if self._failing or self._suspect:
                 logger.info("Pool %r reached %s again.", self._label, self._target)
-            self._failing = self._suspect = False
+            self._failing = self._suspect = self._unreachable = False
+            self._reached_at = entry.created
             self._consecutive_failures = 0
             if fork.forked_since(self._pid):
                 kept = False
@@ -1252,6 +1311,7 @@ class PoolCore(Generic[T]):
             self._drop_locked(creating=True, probe=probe)
             if self._state is OPEN:
                 self._record_error_locked(exc, now)
+                self._unreachable = True
                 self._consecutive_failures += 1
                 if not self._failing:
                     self._failing = True
@@ -1274,6 +1334,7 @@ class PoolCore(Generic[T]):
         nobody; probes take over)."""
         with self._lock:
             self._errors += 1
+            self._unreachable = True
             self._record_error_locked(exc, _monotonic())
         delay = backoff(self.settings, attempt)
         if attempt >= attempts or delay > self.settings.timeout:
@@ -1288,6 +1349,21 @@ class PoolCore(Generic[T]):
         if exc is not None:
             self._last_error = exc
             self._last_error_at = now
+            self._last_error_wall = time.time()
+
+    def _reached(self, now: float) -> None:
+        """The service answered at ``now`` (a check passed). Written without the lock: two
+        plain stores, read only by :meth:`stats` and the health check."""
+        self._unreachable = False
+        self._reached_at = now
+
+    def _recently_reached(self, now: float) -> bool:
+        """Whether the service answered within the CHECK window (CHECK_IDLE_AFTER; never
+        with CHECK="always") and nothing failed since: the pool would hand out a client
+        idle that long without a check, so a health probe may trust it too."""
+        horizon = -1.0 if self.settings.check == "always" else self.settings.check_idle_after
+        reached = self._reached_at
+        return not self._unreachable and reached is not None and now - reached <= horizon
 
     def _last_error_text(self) -> str:
         return mask_exception(self._last_error, self._secrets) or "no error recorded"
@@ -1390,15 +1466,16 @@ class PoolCore(Generic[T]):
                                                 "%r: %s")
             return
         entry.checked(now)
+        self._reached(now)
         self._give_back(entry)
 
     def _report_leak(self, entry: Entry[T], now: float) -> None:
         thread = thread_name(entry.lease_thread)
         logger.warning(
-            "Pool %r: a client has been held for %.1fs by thread %s (LEAK_TIMEOUT=%gs), "
-            "acquired at:\n%s",
-            self._label, now - entry.lease_since, thread, self.settings.leak_timeout,
-            entry.lease_stack or entry.where(),
+            "Pool %r: a client has been held for %.1fs by thread %s in view %s "
+            "(LEAK_TIMEOUT=%gs), acquired at:\n%s",
+            self._label, now - entry.lease_since, thread, entry.lease_view,
+            self.settings.leak_timeout, entry.lease_stack or entry.where(),
         )
 
     # ------------------------------------------------------------------ close / retire / fork
@@ -1494,13 +1571,17 @@ class PoolCore(Generic[T]):
             leases = tuple(
                 Lease(thread=thread_name(e.lease_thread), thread_id=e.lease_thread,
                       held_for=round(now - e.lease_since, 3), where=e.where(),
-                      leaked=e.leak_reported, stack=e.lease_stack)
+                      leaked=e.leak_reported, stack=e.lease_stack, view=e.lease_view)
                 for e in self._in_use.values()
             )
             state = self._state
-            if state is OPEN and (self._failing or self._suspect):
+            if state is OPEN and (self._failing or self._suspect or self._unreachable):
                 state = "failing"
+            recovered = (self._last_error_at is not None and self._reached_at is not None
+                         and self._reached_at > self._last_error_at)
+            last_error_at = self._last_error_wall
             p50, p95, p99 = self._waits.percentiles(self._acquired)
+            by_view = self._views.snapshot()
             last_error = self._last_error_text() if self._last_error is not None else None
             counts = (self._size, len(self._idle), len(self._in_use), len(self._waiters),
                       self._acquired, self._released, self._created, self._closed,
@@ -1531,7 +1612,9 @@ class PoolCore(Generic[T]):
             acquired_total=acquired,
             released_total=released, created_total=created, closed_total=closed,
             timeouts_total=timeouts, errors_total=errors, check_failures_total=check_failures,
-            leaks_total=leaks, creating=creating, closing=closing,
+            leaks_total=leaks, creating=creating, closing=closing, by_view=by_view,
+            last_error_at=None if last_error_at is None else utc_text(last_error_at),
+            recovered=recovered,
         )
 
     def wait_sources(self) -> list[PoolCore[Any]]:
@@ -1547,6 +1630,21 @@ class PoolCore(Generic[T]):
             waits = self._waits.samples_since(number) if acquired > number else []
         return acquired, max(0, acquired - number - len(waits)), waits
 
+    def use_times_since(self, number: int) -> tuple[int, list[float]]:
+        """How long clients were held, for the releases after release ``number``:
+        ``(latest release number, hold times in seconds)``; recorded only while
+        :func:`record_use_times` is on, and only the most recent ones."""
+        with self._lock:
+            released = self._released
+            return released, self._uses.samples_since(number) if released > number else []
+
+    def create_times_since(self, number: int) -> tuple[int, list[float]]:
+        """How long the creations after creation ``number`` took: ``(latest creation
+        number, durations in seconds)``; only the most recent ones."""
+        with self._lock:
+            created = self._created
+            return created, self._creates.samples_since(number) if created > number else []
+
     def _state_text(self) -> str:
         """(lock held) ``in use 10 / idle 0 / max 10 / waiting 3``."""
         return (f"in use {len(self._in_use)} / idle {len(self._idle)} / max {self._max_size} "
@@ -1559,6 +1657,8 @@ class PoolCore(Generic[T]):
         if not entries:
             return ""
         parts = [f"{thread_name(e.lease_thread)} for {now - e.lease_since:.1f}s at {e.where()}"
+                 + ("" if e.lease_view == attribution.UNATTRIBUTED
+                    else f" (view {e.lease_view})")
                  for e in entries]
         more = len(self._in_use) - len(entries)
         suffix = f" and {more} more" if more > 0 else ""
@@ -1578,6 +1678,7 @@ class PoolCore(Generic[T]):
         """Count a failed health check and describe it."""
         with self._lock:
             self._check_failures += 1
+            self._unreachable = True
             self._record_error_locked(exc, _monotonic())
         error = ClientCreationError(
             f"Pool {self._label!r}: a client to {self._target} failed its check: "
@@ -1596,6 +1697,37 @@ class PoolCore(Generic[T]):
 
 
 _FORK_LOCK = threading.RLock()
+
+
+def utc_text(wall: float) -> str:
+    """``2026-11-27 18:04:05 UTC``: the one clock every surface shows."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
+
+
+def record_views() -> None:
+    """Count every pool's checkouts per view from now on (attribution is in use)."""
+    _record("views", True)
+
+
+def record_use_times(on: bool) -> None:
+    """Keep (or stop keeping) how long each client is held, in every pool of the process."""
+    _record("use", on)
+
+
+def _record(what: str, on: bool) -> None:
+    if _recording[what] is on:
+        return
+    _recording[what] = on
+    for pool in maintenance.live_pools():
+        if isinstance(pool, PoolCore):  # members of a group are registered themselves
+            with pool._lock:
+                if not pool._track_returns:
+                    # Untracked releases left the waits of past leases on idle clients.
+                    for entry in pool._idle:
+                        entry.lease_wait = 0.0
+                pool._record_use = _recording["use"]
+                pool._record_views = _recording["views"]
+                pool._track_returns = pool._record_use or pool._record_views
 
 
 def _line_of(code: CodeType, lasti: int) -> int | None:

@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 from pooled_clients.core import PoolCore, PoolSettings, clamp_timeout
 from pooled_clients.exceptions import ClientCreationError, PoolError, PoolTimeout
 from pooled_clients.masking import mask_exception, mask_text
-from pooled_clients.stats import PoolStats
+from pooled_clients.stats import PoolStats, merge_views
 
 T = TypeVar("T")
 
@@ -303,10 +303,12 @@ class PoolGroup(Generic[T]):
                          for name in ("wait_ms_p50", "wait_ms_p95", "wait_ms_p99"))
         failed = [(m.last_error_at(), m, s) for m, s in pairs
                   if m.last_error_at() is not None and s.last_error]
-        last_error = None
+        last_error = last_error_at = None
+        recovered = False
         if failed:
             _, member, latest = max(failed, key=lambda item: item[0] or 0.0)
             last_error = f"{self._describe_member(member)}: {latest.last_error}"
+            last_error_at, recovered = latest.last_error_at, latest.recovered
         states = {s.state for s in values}
         if not values:
             state = "open"
@@ -346,7 +348,10 @@ class PoolGroup(Generic[T]):
             wait_ms_p99=p99,
             healthy=state == "open" and (not values or any(s.healthy for s in values)),
             last_error=last_error,
+            last_error_at=last_error_at,
+            recovered=recovered,
             leases=tuple(lease for s in values for lease in s.leases),
+            by_view=merge_views(s.by_view for s in values),
             state=state,
             creating=total("creating"),
             closing=total("closing"),

@@ -34,12 +34,16 @@ from pooled_clients.masking import printable
 __all__ = ["HealthCheckView", "PoolHealthCheck", "pool_checks"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class PoolHealthCheck(HealthCheck):  # type: ignore[misc]
     """Borrow or open one client of ``pools[alias]`` and validate it, within the pool's
     ``HEALTH["TIMEOUT"]``."""
 
     alias: str
+
+    def __repr__(self) -> str:
+        # django-health-check names a check by its repr on its page and in its JSON.
+        return f"Pool {self.alias}"
 
     def __post_init__(self) -> None:
         # health-check's own bound (4.x adds a second to it); ours is enforced in run().

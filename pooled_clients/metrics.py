@@ -38,7 +38,9 @@ _GAUGE_FIELDS: dict[str, str] = {
     "idle": "Idle clients.",
     "in_use": "Clients checked out.",
     "waiting": "Callers waiting for a client.",
-    "max_size": "MAX_SIZE of the pool.",
+    "max_size": "MAX_SIZE of the pool, summed over the live processes this scrape covers "
+                "(under gunicorn: MAX_SIZE x workers of this server; sum over servers only "
+                "what one service sees).",
 }
 _COUNTER_FIELDS: dict[str, str] = {
     "acquired": "Successful checkouts.",
@@ -55,8 +57,9 @@ GAUGES = {
     name: Gauge(f"pooled_clients_{name}", doc, ["alias"], multiprocess_mode="livesum")
     for name, doc in _GAUGE_FIELDS.items()
 }
-HEALTHY = Gauge("pooled_clients_healthy", "1 when the pool is open and not failing fast "
-                "(the lowest over live workers).", ["alias"], multiprocess_mode="livemin")
+HEALTHY = Gauge("pooled_clients_healthy", "1 when the pool is open and its last attempt to "
+                "reach the service succeeded (the lowest over live workers).", ["alias"],
+                multiprocess_mode="livemin")
 COUNTERS = {
     name: Counter(f"pooled_clients_{name}", doc, ["alias"])
     for name, doc in _COUNTER_FIELDS.items()

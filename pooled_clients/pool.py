@@ -35,6 +35,7 @@ from pooled_clients.core import (
     PoolSettings,
     Waiter,
     clamp_timeout,
+    current_view,
     task_owner,
 )
 from pooled_clients.exceptions import PoolTimeout
@@ -154,6 +155,7 @@ class Pool(PoolCore[T]):
                     entry.lease_since = now
                     entry.lease_code = frame.f_code
                     entry.lease_lasti = frame.f_lasti
+                    entry.lease_view = current_view()
                     self._acquired += 1
                     return entry.client
         return self._slow_checkout(timeout, frame, now)
@@ -213,6 +215,7 @@ class Pool(PoolCore[T]):
                                                 "its check: %s")
             return False
         entry.checked(now)
+        self._reached(now)
         return True
 
     # ------------------------------------------------------------------ release
@@ -239,6 +242,8 @@ class Pool(PoolCore[T]):
             if self._in_use.pop(entry.key, None) is not entry:
                 raise self._release_error(client)
             self._released += 1
+            if self._track_returns:
+                self._returned_locked(entry, now)
             # Entry.released(), inline: a call costs more than the rest.
             entry.last_used = now
             fresh_until = now + entry.window
@@ -315,7 +320,7 @@ class Pool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
-                started = _monotonic()
+                began = _monotonic()
                 try:
                     with deadline_scope(None):
                         # Callables in OPTIONS are resolved once per attempt, before
@@ -328,7 +333,7 @@ class Pool(PoolCore[T]):
                         break
                     time.sleep(delay)
                     continue
-                self._creation_done(client, probe, started=started)
+                self._creation_done(client, probe, began=began)
                 return
         except BaseException as exc:
             # Whatever ends this thread, the slot it reserved comes back.
@@ -383,5 +388,6 @@ class Pool(PoolCore[T]):
                     discard = True
                     raise self._check_error(exc) from exc
                 entry.checked(_monotonic())
+                self._reached(_monotonic())
         finally:
             self._release(client, discard, None, me)

@@ -13,7 +13,7 @@ The same store carries fleet-wide drains: :func:`request_drain` records a drain 
 each worker, at its next publication, drains that pool if the request is newer than the
 process, and publishes the id it applied (``"drains"`` in its snapshot), which is how
 ``manage.py pool_drain --all-workers`` and the admin's Drain button learn who confirmed.
-A worker is named by its host (``socket.gethostname()``, or the ``POOLED_CLIENTS_HOSTNAME``
+A worker is named by its host (``socket.gethostname()``, or the ``POOLED_CLIENTS_HOST``
 environment variable when set) and pid.
 """
 
@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -54,17 +55,22 @@ TOTAL_FIELDS = (
 _started_pid = 0
 _start_lock = threading.Lock()
 _index_lock = threading.Lock()
-_HOST = os.environ.get("POOLED_CLIENTS_HOSTNAME") or socket.gethostname()
-#: When this process began (Unix time): a drain requested earlier has nothing to replace.
 _process_started = time.time()
 #: alias -> {"id": the last drain id applied, "drained_at": Unix time, or None when the
 #: request was older than this process}.
 _applied: dict[str, dict[str, Any]] = {}
 
 
+def host_id() -> str:
+    """This machine on the page: ``POOLED_CLIENTS_HOST`` from the environment (for
+    containers whose hostnames mean nothing, or two servers on one machine), else the
+    hostname."""
+    return os.environ.get("POOLED_CLIENTS_HOST") or socket.gethostname()
+
+
 def host() -> str:
     """The name this process's host goes by on the all-workers page."""
-    return _HOST
+    return host_id()
 
 
 def _after_fork_in_child() -> None:
@@ -74,6 +80,22 @@ def _after_fork_in_child() -> None:
 
 
 fork.on_fork_in_child(_after_fork_in_child)
+
+
+def server_kind() -> str:
+    """What serves this process: gunicorn, uvicorn, uWSGI, ... (or "python")."""
+    modules = sys.modules
+    if "uwsgi" in modules:
+        return "uWSGI"
+    if "gunicorn.arbiter" in modules or "gunicorn.workers.base" in modules:
+        return "gunicorn + uvicorn" if "uvicorn.workers" in modules else "gunicorn"
+    for name, label in (("uvicorn.server", "uvicorn"), ("daphne.server", "daphne"),
+                        ("hypercorn", "hypercorn")):
+        if name in modules:
+            return label
+    if "runserver" in sys.argv[1:2]:
+        return "runserver"
+    return "python"
 
 
 def enabled() -> bool:
@@ -139,9 +161,10 @@ def _strip_stacks(data: dict[str, Any]) -> None:
 
 
 def local_snapshot() -> dict[str, Any]:
-    """This process: ``{"host", "pid", "published_at", "pools"}``."""
-    return {"host": _HOST, "pid": os.getpid(), "published_at": time.time(),
-            "pools": pool_dicts(), "drains": {a: dict(d) for a, d in _applied.items()}}
+    """This process: ``{"host", "pid", "server", "published_at", "pools", "drains"}``."""
+    return {"host": host_id(), "pid": os.getpid(), "server": server_kind(),
+            "published_at": time.time(), "pools": pool_dicts(),
+            "drains": {a: dict(d) for a, d in _applied.items()}}
 
 
 def publish() -> None:
@@ -280,9 +303,9 @@ def withdraw(timeout: float = 2.0) -> bool:
     def run() -> None:
         try:
             if store == "database":
-                _withdraw_database(_HOST, os.getpid())
+                _withdraw_database(host_id(), os.getpid())
             else:
-                _withdraw_cache(store["CACHE"], _HOST, os.getpid())
+                _withdraw_cache(store["CACHE"], host_id(), os.getpid())
             done.set()
         except Exception as exc:  # the entry ages out instead
             from pooled_clients.masking import mask_exception

@@ -71,7 +71,7 @@ class Fleet:
         for host in ("host-a", "host-b"):
             state = tmp_path / host
             state.mkdir()
-            self.masters.append(Gunicorn(postgres, state, POOLED_CLIENTS_HOSTNAME=host,
+            self.masters.append(Gunicorn(postgres, state, POOLED_CLIENTS_HOST=host,
                                          **self.env))
 
     def start(self) -> None:
@@ -83,7 +83,7 @@ class Fleet:
             master.kill()
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**self.masters[0].env, "POOLED_CLIENTS_HOSTNAME": "admin-host"}
+        env = {**self.masters[0].env, "POOLED_CLIENTS_HOST": "admin-host"}
         return subprocess.run([sys.executable, "-m", "django", *args], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
 

@@ -44,7 +44,7 @@ DOC_BASE_URL = "https://api.example.com/v1/"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # Run in the fresh virtualenv: the app loads, passes its checks and builds a pool with no
-# extra installed (no django-health-check, prometheus-client, httpx or pytest).
+# extra installed (no django-health-check, prometheus-client, httpx, OpenTelemetry or pytest).
 SMOKE = """
 import importlib.metadata as md
 import importlib.util
@@ -65,7 +65,7 @@ from pooled_clients import pools
 with pools["api"].connection() as http:
     assert http.base_url == "https://user:pw@api.example.com/v1/"
 assert "pw" not in pools["api"].stats().target
-for extra in ("health_check", "prometheus_client", "httpx", "pytest"):
+for extra in ("health_check", "prometheus_client", "httpx", "pytest", "opentelemetry"):
     assert importlib.util.find_spec(extra) is None, extra
 plugins = [ep.value for ep in md.entry_points(group="pytest11")]
 assert "pooled_clients.testing.plugin" in plugins, plugins
@@ -311,7 +311,7 @@ def test_quickstart_followed_literally_serves_a_pooled_view_health_and_admin(
     assert data.status_code == 200, data.text
     checks = data.json()
     assert checks and all(result == "OK" for result in checks.values()), checks
-    assert {"PoolHealthCheck(alias='warehouse')", "PoolHealthCheck(alias='payments')"} <= set(
+    assert {"Pool warehouse", "Pool payments"} <= set(
         checks), checks
 
     admin = requests.Session()

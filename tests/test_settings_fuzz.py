@@ -286,7 +286,7 @@ def _use_process_setting(setting: conf.ProcessSetting, value: Any) -> None:
         try:
             assert os.getpid() in [w["pid"] for w in shared_status.read()]
         finally:
-            shared_status._withdraw_cache(value["CACHE"], shared_status._HOST, os.getpid())
+            shared_status._withdraw_cache(value["CACHE"], shared_status.host_id(), os.getpid())
     elif name == "POOLED_CLIENTS_SHARED_STATUS_MAX_AGE":
         assert shared_status._max_age() == float(value)
 
@@ -327,8 +327,8 @@ def test_a_misconfigured_pool_does_not_take_the_urlconf_or_health_down(
     response = client.get("/health/?format=json")
     assert response.status_code == 500
     body = response.json()
-    assert body["PoolHealthCheck(alias='good')"] == "OK"
-    assert "misconfigured" in body["PoolHealthCheck(alias='bad')"]
+    assert body["Pool good"] == "OK"
+    assert "misconfigured" in body["Pool bad"]
 
 
 @pytest.mark.django_db

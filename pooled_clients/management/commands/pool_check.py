@@ -8,8 +8,11 @@ alone keeps exit 0).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -61,7 +64,9 @@ class Command(BaseCommand):
         timeout = options["timeout"] if options["timeout"] is not None else parsed.health_timeout
         start = time.monotonic()
         try:
-            pool.check(timeout=timeout)
+            # The FAILED line below says why, once: the pool's own warnings would repeat it.
+            with _quiet_pool_logs():
+                pool.check(timeout=timeout)
         except Exception as exc:
             reason = printable(pool.mask(str(exc))) or type(exc).__name__
             self.stdout.write(self.style.ERROR(
@@ -95,6 +100,17 @@ class Command(BaseCommand):
                 "PgBouncer in front."))
         else:
             self.stdout.write(line)
+
+
+@contextlib.contextmanager
+def _quiet_pool_logs() -> Iterator[None]:
+    logger = logging.getLogger("pooled_clients")
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
 
 
 def _is_postgres(pool: ClientPool[Any]) -> bool:

@@ -521,8 +521,14 @@ class PoolCore(Generic[T]):
     @_state.setter
     def _state(self, value: str) -> None:
         self._state_value = value
-        # The hot paths read one flag instead of comparing states and settings.
-        self._fast_ok = value is OPEN and self._fast_leases
+        self._refresh_fast_flags()
+
+    def _refresh_fast_flags(self) -> None:
+        """The hot paths read one flag each instead of comparing states and settings: a
+        fast checkout needs an open pool with no acquiring stack to record, a fast release
+        also no hold time or view to record."""
+        self._fast_ok = self._state_value is OPEN and self._fast_leases
+        self._fast_release = self._fast_ok and not getattr(self, "_track_returns", False)
 
     def _reset_state(self) -> None:
         """Fresh bookkeeping: at construction and in a forked child."""
@@ -558,6 +564,7 @@ class PoolCore(Generic[T]):
         self._record_views = _recording["views"]
         # The release paths read one flag, off unless either is on.
         self._track_returns = self._record_use or self._record_views
+        self._refresh_fast_flags()
         # Failure state.
         self._failing = False
         self._suspect = False
@@ -1728,6 +1735,7 @@ def _record(what: str, on: bool) -> None:
                 pool._record_use = _recording["use"]
                 pool._record_views = _recording["views"]
                 pool._track_returns = pool._record_use or pool._record_views
+                pool._refresh_fast_flags()
 
 
 def _line_of(code: CodeType, lasti: int) -> int | None:

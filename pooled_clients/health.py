@@ -43,7 +43,7 @@ class PoolHealthCheck(HealthCheck):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         # django-health-check names a check by its repr on its page and in its JSON.
-        return f"Pool {self.alias}"
+        return f"Pool {printable(self.alias)}"
 
     def __post_init__(self) -> None:
         # health-check's own bound (4.x adds a second to it); ours is enforced in run().
@@ -128,9 +128,12 @@ class _TerseName:
         self._name = type(check).__name__
         alias = getattr(check, "alias", None)
         self._alias = printable(alias) if isinstance(alias, str) else None
+        # A pool's check goes by the same name in the terse and the full report.
+        self._shown = repr(check) if isinstance(check, PoolHealthCheck) else (
+            f"{self._name}(alias={self._alias!r})" if self._alias is not None else self._name)
 
     def __repr__(self) -> str:
-        return f"{self._name}(alias={self._alias!r})" if self._alias is not None else self._name
+        return self._shown
 
     @property
     def labels(self) -> dict[str, str]:

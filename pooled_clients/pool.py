@@ -145,19 +145,20 @@ class Pool(PoolCore[T]):
             idle = self._idle
             # With LEAK_TIMEOUT set, the slow path records the acquiring stack.
             if idle and self._fast_ok and not self._waiters:
-                entry = idle[-1]
+                entry = idle.pop()
                 # Entry.fresh() and Entry.lease(), inline: a call costs more than the rest.
                 if entry.fresh_until > now:
-                    idle.pop()
                     self._in_use[entry.key] = entry
                     # Every release clears owner_task: a fast lease has none to clear.
                     entry.owner = entry.lease_thread = _get_ident()
                     entry.lease_since = now
                     entry.lease_code = frame.f_code
                     entry.lease_lasti = frame.f_lasti
-                    entry.lease_view = current_view()
+                    if self._record_views:  # attribution in use: one context read
+                        entry.lease_view = current_view()
                     self._acquired += 1
                     return entry.client
+                idle.append(entry)  # the slow path validates or replaces it
         return self._slow_checkout(timeout, frame, now)
 
     def _slow_checkout(self, timeout: float | None, frame: FrameType, start: float) -> T:
@@ -225,7 +226,7 @@ class Pool(PoolCore[T]):
         # An entry holds its client, so no other live object can share its id.
         entry = self._in_use.get(id(client))
         me = _get_ident()
-        if entry is None or discard or not self._fast_ok or entry.owner != me:
+        if entry is None or discard or not self._fast_release or entry.owner != me:
             self._release(client, discard, None, me)
             return
         try:
@@ -242,15 +243,15 @@ class Pool(PoolCore[T]):
             if self._in_use.pop(entry.key, None) is not entry:
                 raise self._release_error(client)
             self._released += 1
-            if self._track_returns:
-                self._returned_locked(entry, now)
-            # Entry.released(), inline: a call costs more than the rest.
+            # Entry.released(), inline: a call costs more than the rest. (With hold times or
+            # views to record, releases take the general path.)
             entry.last_used = now
+            expires = entry.expires
             fresh_until = now + entry.window
-            entry.fresh_until = fresh_until if fresh_until < entry.expires else entry.expires
+            entry.fresh_until = fresh_until if fresh_until < expires else expires
             entry.released_by = me
             # A purge condemns the clients in use that it presumes dead.
-            if entry.expires > now and self._fast_ok:
+            if expires > now and self._fast_ok:
                 if not (self._waiters and self._handoff_locked(entry, now)):
                     self._idle.append(entry)
                 return

@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from pooled_clients import conf, shared_status, views
+from pooled_clients import conf, shared_status, status_data
 from pooled_clients.models import PoolStatus
 
 PERMISSION = "pooled_clients.view_pool_status"
@@ -87,7 +87,7 @@ class PoolStatusAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         # Overriding the changelist skips ModelAdmin's own permission check.
         if not self.has_view_permission(request):
             raise PermissionDenied
-        data = views.status_data()
+        data = status_data.status_data()
         response_format = request.GET.get("format")
         if response_format == "json":
             return JsonResponse(data, encoder=DjangoJSONEncoder)
@@ -95,7 +95,7 @@ class PoolStatusAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             **self.admin_site.each_context(request),
             "title": "Pool status",
             "opts": self.opts,
-            "status": views.decorate(data),
+            "status": status_data.decorate(data),
             "refresh_ms": REFRESH_MS,
             "can_drain": self.has_drain_permission(request),
             "drain_url": reverse(f"{self.admin_site.name}:pooled_clients_poolstatus_drain"),

@@ -10,7 +10,7 @@ from django.urls import NoReverseMatch, reverse
 
 from pooled_clients import conf
 from pooled_clients.masking import printable
-from pooled_clients.views import status_data
+from pooled_clients.status_data import status_data
 
 COLUMNS = (
     ("alias", "ALIAS"), ("state", "STATE"), ("size", "SIZE"), ("idle", "IDLE"),

@@ -57,8 +57,11 @@ def test_pool_drain_all_workers_waits_for_each_worker_to_confirm(
 
     caches["shared"].set("pooled_clients:status:gone:4242", {
         "host": "gone", "pid": 4242, "published_at": 9e12, "pools": [{"alias": "api"}]})
-    index = dict(caches["shared"].get("pooled_clients:status:index"))
-    caches["shared"].set("pooled_clients:status:index", {**index, "gone:4242": 9e12})
+    # The index is read-modify-write: take the publisher's lock, or its next round (every
+    # 0.2 s here) may write back the index it read before this entry was added.
+    with shared_status._index_lock:
+        index = dict(caches["shared"].get("pooled_clients:status:index"))
+        caches["shared"].set("pooled_clients:status:index", {**index, "gone:4242": 9e12})
     err = io.StringIO()
     with pytest.raises(CommandError) as caught:
         call_command("pool_drain", "api", "--all-workers", "--timeout", "0.5", stdout=out,

@@ -168,7 +168,14 @@ class Pool(PoolCore[T]):
         while True:
             entry, waiter, spawn = self._take_or_wait(start, Waiter, frame)
             if spawn is not None:
-                self._spawn_creation(spawn)
+                try:
+                    self._spawn_creation(spawn)
+                except BaseException:
+                    # A signal while the creation thread starts: leave the queue; the
+                    # new client goes to the next caller.
+                    if waiter is not None:
+                        self._abandon_wait(waiter)
+                    raise
             if waiter is not None:
                 entry = self._wait(waiter, deadline, timeout)
                 if waiter.leased:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Any, Generic, TypeVar
 
+from pooled_clients import fork
 from pooled_clients.core import PoolCore, PoolSettings, clamp_timeout
 from pooled_clients.exceptions import ClientCreationError, PoolError, PoolTimeout
 from pooled_clients.masking import mask_exception, mask_text
@@ -221,9 +222,13 @@ class PoolGroup(Generic[T]):
                 return member
         return None
 
-    def _owner_or_raise(self, client: T) -> PoolCore[T]:
+    def _owner_or_raise(self, client: T) -> PoolCore[T] | None:
+        """The member ``client`` is checked out of; None for a client inherited across a
+        fork (the parent owns it, the child leaves it be); :class:`PoolError` otherwise."""
         member = self.owner(client)
         if member is None:
+            if fork.is_abandoned(client):
+                return None
             raise PoolError(
                 f"Pool {self.alias!r} cannot release {type(client).__name__} object at "
                 f"{id(client):#x}: it is not checked out of any of its members (released "
@@ -233,11 +238,15 @@ class PoolGroup(Generic[T]):
 
     def release(self, client: T, discard: bool = False) -> None:
         """Return ``client`` to the member it came from."""
-        self._owner_or_raise(client).release_from(client, discard, None)
+        member = self._owner_or_raise(client)
+        if member is not None:
+            member.release_from(client, discard, None)
 
     async def arelease(self, client: T, discard: bool = False) -> None:
         """:meth:`release` for async code."""
-        await self._owner_or_raise(client).arelease_from(client, discard, None)
+        member = self._owner_or_raise(client)
+        if member is not None:
+            await member.arelease_from(client, discard, None)
 
     # ------------------------------------------------------------------ upkeep
 

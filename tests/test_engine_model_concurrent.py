@@ -594,12 +594,7 @@ class ConcurrentModel(RuleBasedStateMachine):
             clients = [self.pool.acquire(timeout=2.0) for _ in range(want)]
             fresh(clients)
             for client in clients + held:
-                if self.KIND == "endpoints" and client in held:
-                    # What a ``with`` block does; the group's own release() of an inherited
-                    # client is the strict xfail below.
-                    self.pool.subpool(client.member).release_from(client, False, None)
-                else:
-                    self.pool.release(client)
+                self.pool.release(client)
         self.pool.close(2.0)
         closed = [c for c in inherited if c.closed]
         if closed:
@@ -728,12 +723,7 @@ def endpoint_pool(ledger: Ledger, max_size: int = 1) -> EndpointPool[Client]:
     return EndpointPool("model", capacity.members, capacity)
 
 
-@pytest.mark.parametrize("kind", [
-    "pool",
-    pytest.param("endpoints", marks=pytest.mark.xfail(strict=True, reason=(
-        "EndpointPool.release() raises PoolError for a client inherited across fork(), "
-        "which Pool.release() leaves be"))),
-])
+@pytest.mark.parametrize("kind", ["pool", "endpoints"])
 def test_releasing_an_inherited_client_in_a_forked_child_is_harmless(kind: str) -> None:
     ledger = Ledger({"": 1, "a": 1, "b": 1}, None)
     pool: Any = (Pool("model", SyncBackend(ledger, ""), PoolSettings(max_size=1))

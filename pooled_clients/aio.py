@@ -242,25 +242,34 @@ class AsyncPool(PoolCore[T]):
 
     # ------------------------------------------------------------------ driver: closing
 
-    def _close_now(self, entry: Entry[T]) -> None:
+    def _close_now(self, entry: Entry[T]) -> bool:
+        """Close on the client's own loop when it runs (the slot is freed once that close
+        is done: a new client never opens beside one still closing); else at once, without
+        awaiting anything. A pool shutting down closes at once."""
         loop = entry.loop
         client = entry.client
-        if loop is not None and not loop.is_closed():
+        if self._state is OPEN and loop is not None and not loop.is_closed():
+            token = next(_tokens)
+            with self._lock:
+                self._loop_closes[token] = loop
             if loop is _running_loop():
-                task = loop.create_task(self._aclose(client))
+                task = loop.create_task(self._aclose(client, token))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                return
+                return False
             if loop.is_running():
                 try:
-                    asyncio.run_coroutine_threadsafe(self._aclose(client), loop)
-                    return
+                    asyncio.run_coroutine_threadsafe(self._aclose(client, token), loop)
+                    return False
                 except RuntimeError:
                     pass
+            with self._lock:
+                del self._loop_closes[token]
         # Its loop is gone (or stopped): close without awaiting anything on it.
         self._close_nowait(client)
+        return True
 
-    async def _aclose(self, client: T) -> None:
+    async def _aclose(self, client: T, token: int) -> None:
         try:
             await asyncio.wait_for(self.abackend.close(client), self.settings.connect_timeout)
         except asyncio.CancelledError:
@@ -270,6 +279,15 @@ class AsyncPool(PoolCore[T]):
             logger.debug("Closing a client of pool %r failed: %s", self._label,
                          mask_exception(exc, self._secrets))
             self._close_nowait(client)
+        finally:
+            if self._claim_close(token):
+                self._closed_later()
+
+    def _claim_close(self, token: int) -> bool:
+        """Whether this close of ``token`` still owns its slot (maintenance frees the slots
+        of closes whose loop died before they ran)."""
+        with self._lock:
+            return self._loop_closes.pop(token, None) is not None
 
     def _close_nowait(self, client: T) -> None:
         try:
@@ -295,12 +313,17 @@ class AsyncPool(PoolCore[T]):
                 self._to_close_locked(dead)
             for waiter in [w for w in self._waiters if not _loop_alive(w.loop)]:
                 self._waiters.remove(waiter)
+            unclosed = [t for t, loop in self._loop_closes.items() if loop.is_closed()]
+            for token in unclosed:
+                del self._loop_closes[token]
+            if unclosed:
+                self._drop_locked(len(unclosed), closing=True)
             lost = [t for t, (loop, _) in self._loop_creations.items() if loop.is_closed()]
             for token in lost:
                 _, probe = self._loop_creations.pop(token)
                 self._drop_locked(creating=True, probe=probe)
         self._close_entries(dead)
-        if lost:
+        if lost or unclosed:
             self._after_shrink()
 
     def _keepalive(self, entry: Entry[T]) -> None:

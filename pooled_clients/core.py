@@ -156,6 +156,7 @@ class Entry(Generic[T]):
     __slots__ = (
         "checked_at",
         "client",
+        "closing",
         "created",
         "expires",
         "fresh_until",
@@ -180,6 +181,8 @@ class Entry(Generic[T]):
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.client = client
         self.key = id(client)
+        #: Set once the pool decided to close it: it is never put back after that.
+        self.closing = False
         self.created = now
         self.expires = expires
         self.window = window
@@ -587,6 +590,9 @@ class PoolCore(Generic[T]):
         # Async drivers: creations scheduled on an event loop (token -> (loop, probe)), the
         # tasks they run, and the last loop seen using the pool.
         self._loop_creations: dict[int, tuple[asyncio.AbstractEventLoop, bool]] = {}
+        #: Closes running on an event loop: token -> loop; the slot is freed by whoever pops
+        #: the token (the close when it ends, or maintenance once the loop died).
+        self._loop_closes: dict[int, asyncio.AbstractEventLoop] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._last_loop: asyncio.AbstractEventLoop | None = None
 
@@ -731,8 +737,10 @@ class PoolCore(Generic[T]):
         :meth:`_creation_failed`. Implemented by the driver."""
         raise NotImplementedError
 
-    def _close_now(self, entry: Entry[T]) -> None:
-        """Close one client (never in a forked child). Implemented by the driver."""
+    def _close_now(self, entry: Entry[T]) -> bool | None:
+        """Close one client (never in a forked child); False when the close was only
+        started and the driver calls :meth:`_closed_later` once it is done. Implemented by
+        the driver."""
         raise NotImplementedError
 
     def _keepalive(self, entry: Entry[T]) -> None:
@@ -826,6 +834,8 @@ class PoolCore(Generic[T]):
     def _to_close_locked(self, entries: list[Entry[T]]) -> list[Entry[T]]:
         """(lock held) ``entries`` (off the idle list or out of use) are to be closed; their
         slots stay taken until :meth:`_close_entries` has closed them."""
+        for entry in entries:
+            entry.closing = True
         self._closing += len(entries)
         self._closed += len(entries)
         return entries
@@ -835,17 +845,27 @@ class PoolCore(Generic[T]):
         if not entries:
             return
         forked = fork.forked_since(self._pid)
+        done = 0
         for entry in entries:
             if forked:
                 fork.abandon([entry.client])
+                done += 1
                 continue
             try:
-                self._close_now(entry)
+                # False: the close finishes later (on the client's event loop), and the
+                # driver frees the slot then, through _closed_later().
+                done += self._close_now(entry) is not False
             except Exception as exc:
+                done += 1
                 logger.debug("Closing a client of pool %r failed: %s", self._label,
                              mask_exception(exc, self._secrets))
+        if done:
+            self._closed_later(done)
+
+    def _closed_later(self, count: int = 1) -> None:
+        """``count`` clients finished closing: free their slots."""
         with self._lock:
-            self._drop_locked(len(entries), closing=True)
+            self._drop_locked(count, closing=True)
         self._after_shrink()
 
     def _close_in_background(self, entries: list[Entry[T]]) -> None:
@@ -1073,21 +1093,37 @@ class PoolCore(Generic[T]):
         leased to it) goes back, so no capacity is lost."""
         with self._lock:
             entry, waiter.entry = waiter.entry, None
+            waiter.leased = False
             if entry is None:
                 if waiter.error is None:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
                 return
-            if waiter.leased:
-                waiter.leased = False
-                if self._in_use.get(entry.key) is entry:
-                    del self._in_use[entry.key]
-                    self._released += 1
-                    if self._track_returns:
-                        self._returned_locked(entry, _monotonic())
-            kept = self._put_back_locked(entry, _monotonic())
-        if not kept:
+            close = self._take_back_locked(entry)
+        if close:
             self._close_entries([entry])
+
+    def _recover(self, entry: Entry[T]) -> None:
+        """A caller was interrupted while it held ``entry`` on its way out of the pool
+        (taken off the idle list, being validated, or checked out but not yet returned to
+        it): the client goes back."""
+        with self._lock:
+            close = self._take_back_locked(entry)
+        if close:
+            self._close_entries([entry])
+
+    def _take_back_locked(self, entry: Entry[T]) -> bool:
+        """(lock held) Take back an entry an interrupted caller held, wherever it got to:
+        out of use if it was leased; nothing to do if it is idle or being closed already.
+        True when it must be closed (the caller then calls :meth:`_close_entries`)."""
+        if self._in_use.get(entry.key) is entry:
+            del self._in_use[entry.key]
+            self._released += 1
+            if self._track_returns:
+                self._returned_locked(entry, _monotonic())
+        elif entry.closing or any(e is entry for e in self._idle):
+            return False
+        return not self._put_back_locked(entry, _monotonic())
 
     async def _acquire_on_loop(self, timeout: float | None, frame: FrameType, start: float,
                                validate: Callable[[Entry[T], float, float], Awaitable[bool]]

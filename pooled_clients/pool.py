@@ -166,28 +166,28 @@ class Pool(PoolCore[T]):
         timeout = clamp_timeout(self.settings.timeout if timeout is None else timeout)
         deadline = start + timeout
         while True:
-            entry, waiter, spawn = self._take_or_wait(start, Waiter, frame)
-            if spawn is not None:
-                try:
-                    self._spawn_creation(spawn)
-                except BaseException:
-                    # A signal while the creation thread starts: leave the queue; the
-                    # new client goes to the next caller.
-                    if waiter is not None:
-                        self._abandon_wait(waiter)
-                    raise
-            if waiter is not None:
-                entry = self._wait(waiter, deadline, timeout)
-                if waiter.leased:
-                    return entry.client
-            assert entry is not None
+            entry: Entry[T] | None = None
+            waiter: Waiter | None = None
             try:
+                entry, waiter, spawn = self._take_or_wait(start, Waiter, frame)
+                if spawn is not None:
+                    self._spawn_creation(spawn)
+                if waiter is not None:
+                    entry = self._wait(waiter, deadline, timeout)
+                    if waiter.leased:
+                        return entry.client
+                assert entry is not None
                 if self._validate(entry, start, deadline):
                     return self._lease(entry, frame, start)
             except BaseException:
-                # Interrupted (a signal) before the client reached the caller: it goes back.
-                if self.entry_of(entry.client) is entry:
-                    self._release(entry.client, True, None, _get_ident())
+                # Interrupted (a signal, an exception thrown into this thread) before the
+                # client reached the caller: the waiter leaves the queue, and a client it
+                # holds or was handed goes back.
+                handed = waiter is not None and waiter.entry is not None
+                if waiter is not None:
+                    self._abandon_wait(waiter)  # takes back what was handed over, once
+                if entry is not None and not handed:
+                    self._recover(entry)
                 raise
 
     def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Entry[T]:
@@ -351,8 +351,9 @@ class Pool(PoolCore[T]):
             return
         self._creation_failed(last, probe)
 
-    def _close_now(self, entry: Entry[T]) -> None:
+    def _close_now(self, entry: Entry[T]) -> bool:
         self.backend.close(entry.client)
+        return True
 
     def _keepalive(self, entry: Entry[T]) -> None:
         now = _monotonic()

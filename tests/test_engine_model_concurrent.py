@@ -57,7 +57,7 @@ GRACE = 0.5
 #: is done, so MAX_SIZE does not hold at the server (see the strict xfail
 #: ``test_an_async_pool_frees_a_slot_only_once_its_client_is_closed``). Its model checks
 #: everything else; set this to False when that test passes.
-KNOWN_ASYNC_CAP_OVERSHOOT = True
+KNOWN_ASYNC_CAP_OVERSHOOT = False
 TIMEOUTS = (0.0, 0.05, 0.25)
 MOVES = ("size", "idle", "in_use", "created_total", "closed_total")
 COUNTERS = ("acquired_total", "released_total", "created_total", "closed_total",
@@ -695,9 +695,6 @@ test_async_pool_against_the_model = AsyncPoolModel.TestCase
 test_endpoint_pool_against_the_model = EndpointPoolModel.TestCase
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "AsyncPool frees a client's slot when it schedules the close on the event loop, not "
-    "once the close is done: a waiter's new client opens while the old one is still open"))
 def test_an_async_pool_frees_a_slot_only_once_its_client_is_closed() -> None:
     ledger = Ledger({"": 1}, None)
     pool = AsyncPool("model", AsyncBackend(ledger, ""), PoolSettings(max_size=1, timeout=2.0))

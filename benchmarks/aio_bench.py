@@ -276,8 +276,9 @@ async def build_ours_http(conninfo: str, upstream: str) -> AsyncContestant:
 
     backend = AsyncHTTPBackend("bench_aio_http", {"base_url": upstream, "timeout": 10})
     pool: AsyncPool[Any] = AsyncPool(
-        "bench_aio_http", backend, PoolSettings(min_size=0, max_size=POOL_SIZE)
+        "bench_aio_http", backend, PoolSettings(min_size=POOL_SIZE, max_size=POOL_SIZE)
     )
+    await _fill(pool)  # creating an httpx.AsyncClient blocks the loop for milliseconds
     aconnection = pool.aconnection
 
     async def get() -> None:
@@ -289,7 +290,8 @@ async def build_ours_http(conninfo: str, upstream: str) -> AsyncContestant:
 
     return AsyncContestant(
         "pooled_clients_http", "pooled_clients AsyncPool + AsyncHTTPBackend", {"get": get},
-        close, "AsyncPool of up to 10 httpx.AsyncClients; `async with pool.aconnection()`",
+        close, "AsyncPool of 10 httpx.AsyncClients (MIN_SIZE=MAX_SIZE=10, each "
+        "with its own connection); `async with pool.aconnection()`",
     )
 
 

@@ -24,10 +24,17 @@ from typing import Any, NoReturn, TypeVar
 
 from pooled_clients import fork
 from pooled_clients.backends.base import AsyncClientBackend
-from pooled_clients.core import OPEN, Entry, PoolCore, PoolSettings, backoff, clamp_timeout
+from pooled_clients.core import (
+    OPEN,
+    AsyncConnection,
+    Entry,
+    PoolCore,
+    PoolSettings,
+    clamp_timeout,
+    task_owner,
+)
 from pooled_clients.exceptions import ClientCreationError, PoolClosed, PoolError, PoolTimeout
 from pooled_clients.masking import mask_exception
-from pooled_clients.pool import AsyncConnection, task_owner
 
 T = TypeVar("T")
 
@@ -68,11 +75,12 @@ class AsyncPool(PoolCore[T]):
         )
 
     def connection(self, timeout: float | None = None,
-                   endpoint: str | None = None) -> NoReturn:
+                   endpoint: str | None = None, key: object = None) -> NoReturn:
         """Refused: use :meth:`aconnection`."""
         raise self._sync_api_error("connection()")
 
-    def acquire(self, timeout: float | None = None, endpoint: str | None = None) -> NoReturn:
+    def acquire(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> NoReturn:
         """Refused: use :meth:`aacquire`."""
         raise self._sync_api_error("acquire()")
 
@@ -82,22 +90,10 @@ class AsyncPool(PoolCore[T]):
 
     # ------------------------------------------------------------------ async API
 
-    def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None) -> AsyncConnection[T]:
-        """``async with pool.aconnection() as client:``."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
-        return AsyncConnection(self, timeout, _getframe(1))
-
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
-        """Check a client out on the running loop; return it with :meth:`arelease`."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
-        return await self._acheckout(timeout, _getframe(1))
-
-    async def arelease(self, client: T, discard: bool = False) -> None:
-        """Return ``client``: reset on its loop for the next caller, or closed."""
-        await self._arelease(client, discard, None)
+    def wait(self, timeout: float = 30.0) -> NoReturn:
+        """Refused: clients of an async backend belong to an event loop, which sync code
+        waiting here does not run (they open on first use in async code)."""
+        raise self._sync_api_error("wait()")
 
     def checkout_from(self, timeout: float | None, frame: FrameType) -> NoReturn:
         """Refused: a group's sync checkout of an async member."""
@@ -106,14 +102,6 @@ class AsyncPool(PoolCore[T]):
     def release_from(self, client: T, discard: bool, exc: BaseException | None) -> NoReturn:
         """Refused: a group's sync release of an async member."""
         raise self._sync_api_error("release()")
-
-    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
-        """A group's checkout of this member (``frame`` is the caller's)."""
-        return await self._acheckout(timeout, frame)
-
-    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        """A group's release to this member."""
-        await self._arelease(client, discard, exc)
 
     async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
         self._last_loop = asyncio.get_running_loop()
@@ -139,6 +127,7 @@ class AsyncPool(PoolCore[T]):
                                "Discarded a client of pool %r that failed its check: %s")
             return False
         entry.checked(now)
+        self._reached(now)
         return True
 
     async def _arelease(self, client: T, discard: bool, exc: BaseException | None) -> None:
@@ -214,20 +203,20 @@ class AsyncPool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
+                began = _monotonic()
                 try:
                     client = await self._acreate_one()
                 except Exception as exc:
                     last = exc
-                    self._attempt_failed(exc)
-                    delay = backoff(self.settings, attempt)
-                    if attempt == attempts or delay > self.settings.timeout:
-                        break  # as the sync driver: no retry after every caller gave up
+                    delay = self._attempt_failed(exc, attempt, attempts)
+                    if delay is None:
+                        break
                     await asyncio.sleep(delay)
                     continue
                 if not self._claim(token):
                     self._close_nowait(client)
                     return
-                self._creation_done(client, probe, asyncio.get_running_loop())
+                self._creation_done(client, probe, asyncio.get_running_loop(), began)
                 return
         except BaseException as exc:
             # Cancelled (the loop is shutting down), or anything unexpected: free the slot.
@@ -238,10 +227,14 @@ class AsyncPool(PoolCore[T]):
         if self._claim(token):
             self._creation_failed(last, probe)
 
-    async def _acreate_one(self) -> T:
-        timeout = self.settings.connect_timeout
+    async def _acreate_one(self, timeout: float | None = None) -> T:
+        timeout = self.settings.connect_timeout if timeout is None else timeout
+        start = _monotonic()
+        # Callables in OPTIONS are resolved once per attempt (bounded on their own).
+        backend = await self.abackend.acreation_backend()
         try:
-            return await asyncio.wait_for(self.abackend.create(), timeout)
+            return await asyncio.wait_for(backend.create(),
+                                          max(0.001, timeout - (_monotonic() - start)))
         except TimeoutError as exc:
             if str(exc):
                 raise
@@ -365,6 +358,10 @@ class AsyncPool(PoolCore[T]):
                             and candidate.is_running() and not candidate.is_closed()):
                         entry = self._idle.pop(index)
                         break
+                if entry is None and self._recently_reached(_monotonic()):
+                    # In a WSGI worker no loop of the pool's runs here: rather than open and
+                    # close a client per probe, trust an answer as recent as CHECK trusts.
+                    return
                 if entry is None and self._size < self._max_size:
                     self._reserve_locked()
                     reserved = True
@@ -413,6 +410,7 @@ class AsyncPool(PoolCore[T]):
             self._discard(entry, broken=True)
             raise error from exc
         entry.checked(_monotonic())
+        self._reached(_monotonic())
         self._give_back(entry)
 
     def _check_fresh(self, deadline: float, timeout: float) -> None:
@@ -445,10 +443,9 @@ class AsyncPool(PoolCore[T]):
         if remaining <= 0:
             raise PoolTimeout(f"Pool {self._label!r}: no time left to check a client.")
         try:
-            client = await asyncio.wait_for(
-                self.abackend.create(), min(remaining, self.settings.connect_timeout))
+            client = await self._acreate_one(min(remaining, self.settings.connect_timeout))
         except Exception as exc:
-            self._attempt_failed(exc)
+            self._attempt_failed(exc, 1, 1)
             raise ClientCreationError(
                 f"Pool {self._label!r} could not open a client to {self._target}: "
                 f"{mask_exception(exc, self._secrets) or 'timed out'}."
@@ -458,6 +455,7 @@ class AsyncPool(PoolCore[T]):
         try:
             await asyncio.wait_for(self.abackend.check(client),
                                    max(0.001, deadline - _monotonic()))
+            self._reached(_monotonic())
         except Exception as exc:
             raise self._check_error(exc) from exc
         finally:

@@ -34,8 +34,9 @@ class PooledClientsConfig(AppConfig):
 
 
 def _connect_observability() -> None:
-    """Shared status and metrics start in a serving process on its first request (never
-    here: ready() also runs for migrate, check and in a --preload master). Off: nothing."""
+    """Shared status, metrics and warm-up start in a serving process (server hooks, or its
+    first request; never here: ready() also runs for migrate, check and in a --preload
+    master). Off: nothing."""
     from django.core.signals import request_started
 
     from pooled_clients import conf
@@ -45,8 +46,20 @@ def _connect_observability() -> None:
 
         request_started.connect(shared_status.on_request_started,
                                 dispatch_uid="pooled_clients_shared_status")
+    if conf.get_process_setting("POOLED_CLIENTS_WARM_UP") is True:
+        from pooled_clients import lifecycle
+
+        # Servers without a hook of ours (runserver's serving child, uvicorn, daphne).
+        request_started.connect(lifecycle.warm_up, dispatch_uid="pooled_clients_warm_up")
     if conf.get_process_setting("POOLED_CLIENTS_METRICS") is True:
         from pooled_clients import metrics
 
         request_started.connect(metrics.on_request_started,
                                 dispatch_uid="pooled_clients_metrics")
+    if conf.get_process_setting("POOLED_CLIENTS_OPENTELEMETRY") is True:
+        try:
+            from pooled_clients import otel
+        except ImportError:
+            return  # pooled_clients.E023 says what is missing
+        otel.install()  # instruments only: the provider may be set later, by the app
+        request_started.connect(otel.on_request_started, dispatch_uid="pooled_clients_otel")

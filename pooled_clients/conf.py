@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from pooled_clients import access
 from pooled_clients.backends.base import (
     MAX_SECONDS,
     MIN_SECONDS,
@@ -26,7 +27,7 @@ from pooled_clients.backends.base import (
     span,
 )
 from pooled_clients.core import PoolSettings
-from pooled_clients.masking import mask_text
+from pooled_clients.masking import mask_text, printable
 
 __all__ = [
     "ERROR_IDS",
@@ -73,14 +74,19 @@ ERROR_IDS: dict[str, str] = {
     "pooled_clients.E012": "HEALTH has an unknown key or a bad value.",
     "pooled_clients.E013": "ENDPOINTS is malformed (not a non-empty dict of name -> definition).",
     "pooled_clients.E014": "An endpoint definition has an unknown key.",
-    "pooled_clients.E015": "TOTAL_MAX_SIZE or ROUTING is set on a pool without ENDPOINTS.",
+    "pooled_clients.E015": "TOTAL_MAX_SIZE is set on a pool without ENDPOINTS or KEYS, or "
+                           "ROUTING on a pool without ENDPOINTS.",
     "pooled_clients.E016": "ENDPOINTS is set on a pool whose BACKEND is async.",
+    "pooled_clients.E017": "KEYS is malformed (an unknown key or a bad value), or set together "
+                           "with ENDPOINTS or ROUTING.",
     "pooled_clients.E020": "A process-wide POOLED_CLIENTS_* setting is unknown or has a bad value.",
     "pooled_clients.E021": "POOLED_CLIENTS_SHARED_STATUS names a cache alias that is not in "
                            "CACHES.",
     "pooled_clients.E022": "POOLED_CLIENTS_SHARED_STATUS_MAX_AGE is not longer than "
                            "POOLED_CLIENTS_SHARED_STATUS_INTERVAL: workers would drop off the "
                            "page between two publications.",
+    "pooled_clients.E023": "POOLED_CLIENTS_OPENTELEMETRY is True but opentelemetry-api is not "
+                           "installed (the `otel` extra).",
     "pooled_clients.W001": "A password or token is written inside a URL or connection string "
                            "in POOLED_CLIENTS, where Django's debug page shows it.",
     "pooled_clients.W002": "POOLED_CLIENTS_SHARED_STATUS uses a cache that is not shared "
@@ -100,7 +106,7 @@ class Key:
 
     name: str
     default: Any
-    kind: str  # "int", "float", "choice", "bool", "str", "dict", "health", "endpoints"
+    kind: str  # "int", "float", "choice", "bool", "str", "dict", "health", "endpoints", "keys"
     doc: str
     minimum: float = 0
     maximum: float = 0
@@ -134,6 +140,12 @@ def _seconds(name: str, default: Any, doc: str, *, positive: bool = True,
 _HEALTH_KEYS: dict[str, Key] = {
     "CRITICAL": Key("CRITICAL", True, "bool", "Include the pool in `pool_checks()`."),
     "TIMEOUT": _seconds("TIMEOUT", 2.0, "Seconds the health check may take."),
+}
+
+_KEYS_KEYS: dict[str, Key] = {
+    "MAX": Key("MAX", 1000, "int", "Most live keys.", minimum=1, maximum=10 * MAX_COUNT),
+    "IDLE_TIMEOUT": _seconds("IDLE_TIMEOUT", 600.0, "Close a key with no client in use for "
+                             "this long; None: never.", allow_none=True),
 }
 
 POOL_KEYS: tuple[Key, ...] = (
@@ -176,8 +188,15 @@ POOL_KEYS: tuple[Key, ...] = (
     Key("ENDPOINTS", None, "endpoints", "Named endpoints, each `{\"OPTIONS\": {...}, "
         "\"MAX_SIZE\": n, \"MIN_SIZE\": n}` merged over the pool's.", allow_none=True,
         default_doc="none"),
-    Key("TOTAL_MAX_SIZE", None, "int", "Cap of open clients across all endpoints.", minimum=1,
-        maximum=MAX_COUNT, allow_none=True, default_doc="sum of endpoint caps"),
+    Key("KEYS", None, "keys", "Clients by a key given at checkout (`key=`): `MAX` "
+        f"({_KEYS_KEYS['MAX'].expectation()}, default 1000): most live keys, the least "
+        "recently used idle one is evicted past it; `IDLE_TIMEOUT` "
+        f"({_KEYS_KEYS['IDLE_TIMEOUT'].expectation()}, default 600): close a key with no "
+        "client in use for this long. MAX_SIZE and MIN_SIZE are per key.", allow_none=True,
+        default_doc="none"),
+    Key("TOTAL_MAX_SIZE", None, "int", "Cap of open clients across all endpoints or keys.",
+        minimum=1, maximum=MAX_COUNT * 100, allow_none=True,
+        default_doc="sum of endpoint caps; MAX_SIZE x KEYS MAX"),
     Key("ROUTING", "first", "choice", "How a pool with ENDPOINTS picks one: `\"first\"`, "
         "`\"round_robin\"` or `\"least_busy\"` (healthy endpoints only).",
         choices=("first", "round_robin", "least_busy")),
@@ -220,12 +239,25 @@ PROCESS_SETTINGS: tuple[ProcessSetting, ...] = (
     ProcessSetting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE", 30.0, "float",
                    "Workers that have not published for this long drop off the page (longer "
                    "than the interval).", minimum=MIN_SECONDS),
+    ProcessSetting("POOLED_CLIENTS_WARM_UP", False, "bool",
+                   "Serving processes open each pool's `MIN_SIZE` clients in the background as "
+                   "they start (gunicorn `post_fork`/`post_worker_init`, uWSGI postfork, else "
+                   "the first request); never in `migrate`, `check` or a `--preload` master."),
     ProcessSetting("POOLED_CLIENTS_METRICS", False, "bool",
                    "Keep the `pooled_clients_*` Prometheus metrics up to date in every serving "
                    "process (needs the `prometheus` extra); see Observability."),
     ProcessSetting("POOLED_CLIENTS_METRICS_INTERVAL", 5.0, "float",
-                   "Seconds between two refreshes of the Prometheus metrics.",
+                   "Seconds between two refreshes of the Prometheus metrics (and of the "
+                   "OpenTelemetry histograms between two collections).",
                    minimum=MIN_SECONDS),
+    ProcessSetting("POOLED_CLIENTS_METRICS_ACCESS", None, "metrics_access",
+                   "Who may read `metrics_view`: `None` (everyone) or a dict of any of "
+                   "`PERMISSION`, `TOKEN` (bearer), `IPS` (addresses or networks); others "
+                   "get 403. See Observability."),
+    ProcessSetting("POOLED_CLIENTS_OPENTELEMETRY", False, "bool",
+                   "Report the OpenTelemetry semantic-convention connection-pool metrics "
+                   "(`db.client.connection.*`) through the global MeterProvider (needs the "
+                   "`otel` extra); see Observability."),
 )
 _PROCESS_BY_NAME = {s.name: s for s in PROCESS_SETTINGS}
 #: Cache backends that keep their data inside one process.
@@ -331,13 +363,19 @@ def validate_definition(alias: Any, definition: Any) -> list[Problem]:
     problems.extend(_validate_health(alias, merged["HEALTH"]))
     option_sets = [("", dict(merged["OPTIONS"]))]
     endpoints = merged["ENDPOINTS"]
+    keys = merged["KEYS"]
+    if keys is not None:
+        problems.extend(_validate_keys(alias, keys, definition))
+        if backend_cls is not None:
+            # What a key supplies (a TCP host and port) may be left out of OPTIONS.
+            option_sets = [("", backend_cls.keyed_placeholders() | dict(merged["OPTIONS"]))]
     if endpoints is None:
         for name in ("TOTAL_MAX_SIZE", "ROUTING"):
-            if name in definition:
+            if name in definition and (name == "ROUTING" or keys is None):
                 problems.append(Problem("pooled_clients.E015",
                                         f"POOLED_CLIENTS[{alias!r}][{name!r}] is set but the pool "
-                                        "has no ENDPOINTS; expected ENDPOINTS or no "
-                                        f"{name}."))
+                                        f"has no ENDPOINTS{'' if name == 'ROUTING' else ' or KEYS'}"
+                                        f"; expected ENDPOINTS or no {name}."))
     else:
         endpoint_problems, option_sets = _validate_endpoints(alias, merged)
         problems.extend(endpoint_problems)
@@ -358,12 +396,15 @@ def _check_options(alias: str, backend_cls: type[ClientBackend[Any]], where: str
                    options: dict[str, Any]) -> list[Problem]:
     label = f"POOLED_CLIENTS[{alias!r}]{where}['OPTIONS']"
     try:
+        # A backend's message may quote its options: masked like anything else rendered.
+        secrets = backend_cls.option_secrets(options)
         messages = backend_cls.check_options(options)
     except Exception as exc:  # a custom backend's own check must not take `check` down
-        reason = mask_text(f"{type(exc).__name__}: {exc}".strip())
+        reason = printable(mask_text(f"{type(exc).__name__}: {exc}".strip()))
         return [Problem("pooled_clients.E011",
                         f"{label}: {backend_cls.__name__}.check_options() raised {reason}")]
-    return [Problem("pooled_clients.E011", f"{label}: {mask_text(str(message)).strip()}")
+    return [Problem("pooled_clients.E011",
+                    f"{label}: {printable(mask_text(str(message).strip(), secrets))}")
             for message in messages]
 
 
@@ -379,6 +420,26 @@ def _validate_health(alias: str, health: Mapping[str, Any]) -> list[Problem]:
             continue
         for problem in _check_value(alias, key, value, "['HEALTH']"):
             problems.append(Problem("pooled_clients.E012", problem.message))
+    return problems
+
+
+def _validate_keys(alias: str, keys: Mapping[str, Any],
+                   definition: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    label = f"POOLED_CLIENTS[{alias!r}]['KEYS']"
+    if "ENDPOINTS" in definition:
+        problems.append(Problem("pooled_clients.E017",
+                                f"{label} is set together with ENDPOINTS; expected one of them: "
+                                "endpoints are keys declared in settings."))
+    for name, value in keys.items():
+        key = _KEYS_KEYS.get(name) if isinstance(name, str) else None
+        if key is None:
+            problems.append(Problem("pooled_clients.E017",
+                                    f"{label} has unknown key {show(name)}; expected MAX or "
+                                    f"IDLE_TIMEOUT.{did_you_mean(name, _KEYS_KEYS)}"))
+            continue
+        for problem in _check_value(alias, key, value, "['KEYS']"):
+            problems.append(Problem("pooled_clients.E017", problem.message))
     return problems
 
 
@@ -527,6 +588,17 @@ def _validate_process_settings() -> list[Problem]:
             problems.append(Problem("pooled_clients.E020", expected))
         elif spec.kind == "shared_status":
             problems.extend(_validate_shared_status(spec, value, expected))
+        elif spec.kind == "metrics_access":
+            problems.extend(Problem("pooled_clients.E020", message)
+                            for message in access.problems(spec.name, value))
+    if get_process_setting("POOLED_CLIENTS_OPENTELEMETRY") is True:
+        try:
+            import opentelemetry.metrics  # noqa: F401
+        except ImportError:
+            problems.append(Problem("pooled_clients.E023",
+                                    "POOLED_CLIENTS_OPENTELEMETRY is True but opentelemetry-api "
+                                    "is not installed; expected `pip install "
+                                    "django-pooled-clients[otel]`."))
     interval = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_INTERVAL")
     max_age = get_process_setting("POOLED_CLIENTS_SHARED_STATUS_MAX_AGE")
     if (number_fault(interval, 0, MAX_SECONDS) is None
@@ -603,6 +675,14 @@ class EndpointDefinition:
 
 
 @dataclass(frozen=True)
+class KeysDefinition:
+    """A keyed pool's ``KEYS``, parsed."""
+
+    max_keys: int
+    idle_timeout: float | None
+
+
+@dataclass(frozen=True)
 class PoolDefinition:
     """A validated pool definition, ready for the handler to build a pool from."""
 
@@ -616,6 +696,7 @@ class PoolDefinition:
     endpoints: tuple[EndpointDefinition, ...] = ()
     total_max_size: int | None = None
     routing: str = "first"
+    keys: KeysDefinition | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -663,8 +744,17 @@ def parse_definition(alias: str, definition: Any) -> PoolDefinition:
         endpoints=tuple(endpoints),
         total_max_size=merged["TOTAL_MAX_SIZE"],
         routing=merged["ROUTING"],
+        keys=_parse_keys(merged["KEYS"]),
         raw=definition,
     )
+
+
+def _parse_keys(keys: Mapping[str, Any] | None) -> KeysDefinition | None:
+    if keys is None:
+        return None
+    spec = {name: key.default for name, key in _KEYS_KEYS.items()} | dict(keys)
+    return KeysDefinition(max_keys=int(spec["MAX"]),
+                          idle_timeout=_opt_float(spec["IDLE_TIMEOUT"]))
 
 
 _HEALTH_DEFAULTS: dict[str, Any] = {name: key.default for name, key in _HEALTH_KEYS.items()}

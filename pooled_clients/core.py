@@ -43,10 +43,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType, FrameType, TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-from pooled_clients import fork, maintenance
+from pooled_clients import attribution, fork, maintenance
 from pooled_clients.backends.base import ClientBackend
 from pooled_clients.exceptions import (
     ClientCreationError,
@@ -56,13 +56,14 @@ from pooled_clients.exceptions import (
     PoolExhausted,
     PoolTimeout,
 )
-from pooled_clients.masking import mask_exception, mask_text
-from pooled_clients.stats import Lease, PoolStats, WaitWindow
+from pooled_clients.masking import mask_exception, mask_text, printable
+from pooled_clients.stats import Lease, PoolStats, ViewTable, WaitWindow
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 __all__ = [
+    "AsyncConnection",
     "AsyncWaiter",
     "Capacity",
     "ClientPool",
@@ -78,6 +79,13 @@ logger = logging.getLogger("pooled_clients")
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
+#: The one context-variable read of a checkout: who it is attributed to.
+#: The view (or attributed name) of the running code: one context-variable read.
+current_view = attribution.current.get
+#: What a release records beyond the counters, for every pool of the process: hold times
+#: per view ("views", once attribution is in use) and for OpenTelemetry's use_time ("use").
+#: Both off, a release reads one flag.
+_recording = {"views": False, "use": False}
 
 #: The longest wait a lock or a sleep accepts; longer timeouts are clamped to it.
 MAX_WAIT = min(threading.TIMEOUT_MAX, 365 * 86400.0)
@@ -159,6 +167,8 @@ class Entry(Generic[T]):
         "lease_since",
         "lease_stack",
         "lease_thread",
+        "lease_view",
+        "lease_wait",
         "loop",
         "owner",
         "owner_task",
@@ -183,6 +193,9 @@ class Entry(Generic[T]):
         self.lease_code: CodeType | None = None
         self.lease_lasti = 0
         self.lease_stack: str | None = None
+        self.lease_view = attribution.UNATTRIBUTED
+        #: How long the current lease waited for the client (0.0 for most).
+        self.lease_wait = 0.0
         self.leak_reported = False
         #: Who holds it (the thread, or the task for async code), and who released it
         #: last: together they tell a stale second release.
@@ -220,7 +233,7 @@ class Entry(Generic[T]):
         """It passed a check at ``now``."""
         self.checked_at = now
 
-    def lease(self, thread: int, code: CodeType | None, lasti: int, now: float,
+    def lease(self, thread: int, code: CodeType | None, lasti: int, now: float, view: str,
               task: asyncio.Task[Any] | None = None) -> None:
         """Record who holds it from ``now``: the thread (or ``task``) and the caller's code
         and offset (the line is worked out only when shown: ``f_lineno`` costs more than
@@ -235,6 +248,7 @@ class Entry(Generic[T]):
         self.lease_since = now
         self.lease_code = code
         self.lease_lasti = lasti
+        self.lease_view = view
         self.leak_reported = False
 
     def holder_alive(self) -> bool:
@@ -270,7 +284,8 @@ class Entry(Generic[T]):
 class Waiter:
     """A thread waiting for a client; served first come, first served."""
 
-    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "loop", "since", "thread")
+    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "loop", "since", "thread",
+                 "view")
 
     def __init__(self, now: float) -> None:
         self.lock = threading.Lock()
@@ -284,6 +299,8 @@ class Waiter:
         self.code: CodeType | None = None
         self.lasti = 0
         self.leased = False
+        #: Who the checkout is attributed to, read here: a hand-off leases in another thread.
+        self.view = current_view()
 
     def deliver(self, entry: Entry[Any]) -> bool:
         """Hand ``entry`` over (pool lock held). False if this waiter can no longer take it."""
@@ -417,11 +434,47 @@ class ClientPool(Protocol[T_co]):
     def retire(self) -> None:
         """Stop handing out clients without waiting."""
 
+    def drain(self) -> None:
+        """Replace every client: idle ones now, ones in use when released."""
+
+    def start(self) -> None:
+        """Start upkeep in this process now (MIN_SIZE fills in the background)."""
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until MIN_SIZE clients are open."""
+
     def mask(self, text: str) -> str:
         """``text`` with the pool's secrets masked."""
 
     def wait_sources(self) -> list[PoolCore[Any]]:
         """The pools whose acquire waits make up this one's (for metrics)."""
+
+
+class AsyncConnection(Generic[T]):
+    """``async with pool.aconnection() as client:`` for a sync or an async pool."""
+
+    __slots__ = ("_client", "_frame", "_pool", "_timeout")
+
+    def __init__(self, pool: PoolCore[T], timeout: float | None, frame: FrameType) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._frame = frame
+
+    async def __aenter__(self) -> T:
+        client: T = await self._pool._acheckout(self._timeout, self._frame)
+        self._client = client
+        return client
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        pool = self._pool
+        await pool._arelease(self._client, exc_type is not None and pool.discard_on_error, exc)
+
+
+def task_owner() -> int:
+    """Who holds a client checked out from async code: the task (or the thread)."""
+    task = asyncio.current_task()
+    return _get_ident() if task is None else id(task)
 
 
 class PoolCore(Generic[T]):
@@ -450,10 +503,15 @@ class PoolCore(Generic[T]):
         self._window = settings.check_window
         self._fast_leases = settings.leak_timeout is None
         self._label = alias if name is None else f"{alias}[{name}]"
-        self._target = backend.describe()
-        self._secrets = tuple(backend.secrets())
+        self._target = printable(backend.describe())
+        self._static_secrets = tuple(backend.secrets())
         self._reset_state()
         maintenance.register(self)
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        """The backend's secrets, with what callables in OPTIONS returned lately."""
+        return self._static_secrets + self.backend.provided_secrets()
 
     @property
     def _state(self) -> str:
@@ -463,8 +521,14 @@ class PoolCore(Generic[T]):
     @_state.setter
     def _state(self, value: str) -> None:
         self._state_value = value
-        # The hot paths read one flag instead of comparing states and settings.
-        self._fast_ok = value is OPEN and self._fast_leases
+        self._refresh_fast_flags()
+
+    def _refresh_fast_flags(self) -> None:
+        """The hot paths read one flag each instead of comparing states and settings: a
+        fast checkout needs an open pool with no acquiring stack to record, a fast release
+        also no hold time or view to record."""
+        self._fast_ok = self._state_value is OPEN and self._fast_leases
+        self._fast_release = self._fast_ok and not getattr(self, "_track_returns", False)
 
     def _reset_state(self) -> None:
         """Fresh bookkeeping: at construction and in a forked child."""
@@ -491,16 +555,35 @@ class PoolCore(Generic[T]):
         self._check_failures = 0
         self._leaks = 0
         self._waits = WaitWindow()
+        self._views = ViewTable()
+        #: Hold times (numbered by release) and creation times (by creation), drained by
+        #: OpenTelemetry; hold times only while :func:`record_use_times` is on.
+        self._uses = WaitWindow()
+        self._creates = WaitWindow()
+        self._record_use = _recording["use"]
+        self._record_views = _recording["views"]
+        # The release paths read one flag, off unless either is on.
+        self._track_returns = self._record_use or self._record_views
+        self._refresh_fast_flags()
         # Failure state.
         self._failing = False
         self._suspect = False
         self._last_error: BaseException | None = None
         self._last_error_at: float | None = None
+        self._last_error_wall: float | None = None
+        #: Whether the last attempt to reach the service (open or check a client) failed,
+        #: and when (monotonic) it last answered: one notion of healthy for every surface.
+        self._unreachable = False
+        self._reached_at: float | None = None
         self._consecutive_failures = 0
         self._next_probe = 0.0
         self._probing = False
         self._stale_before = 0.0
         self._next_keepalive = 0.0
+        # Drains: how many, when last (Unix time), and since when creations count as fresh.
+        self._drains = 0
+        self._last_drained_at: float | None = None
+        self._fresh_after = 0.0
         # Async drivers: creations scheduled on an event loop (token -> (loop, probe)), the
         # tasks they run, and the last loop seen using the pool.
         self._loop_creations: dict[int, tuple[asyncio.AbstractEventLoop, bool]] = {}
@@ -575,6 +658,53 @@ class PoolCore(Generic[T]):
         with self._lock:
             self._purge_stale_locked(now)
 
+    def drain(self) -> None:
+        """Replace every client, as after a credential rotation or a failover: idle ones
+        close now, ones in use when they are released, and creations under way close their
+        client when they finish; new clients are created afresh (fresh credentials, fresh
+        DNS). Nothing waiting fails: waiters get the new clients."""
+        if fork.forked_since(self._pid):
+            self._after_fork_in_child()
+        now = _monotonic()
+        with self._lock:
+            self._drains += 1
+            self._last_drained_at = time.time()
+            self._fresh_after = self._stale_before = now
+            self._next_probe = 0.0  # a pool failing with the old credentials tries again now
+            for entry in self._in_use.values():
+                entry.condemn()
+            stale, self._idle = self._idle, []
+            self._to_close_locked(stale)
+        self._close_in_background(stale)
+        # MIN_SIZE is refilled by the next round of upkeep, once the old clients are closed.
+        maintenance.wake()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until MIN_SIZE clients are open, starting upkeep in this process if it has
+        not started; raise :class:`PoolTimeout` if they are not within ``timeout``."""
+        timeout = clamp_timeout(timeout)
+        deadline = _monotonic() + timeout
+        self._enter_slow_path()
+        maintenance.wake()
+        pause = 0.002
+        while True:
+            with self._lock:
+                if self._state is not OPEN:
+                    raise PoolClosed(f"Pool {self._label!r} is {self._state}.")
+                opened = self._size - self._creating - self._closing
+                if opened >= self.settings.min_size:
+                    return
+                state = self._state_text()
+                error = self._last_error_text() if self._last_error is not None else None
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                reason = f"; last error: {error}" if error else ""
+                raise PoolTimeout(
+                    f"Pool {self._label!r}: {opened} of MIN_SIZE {self.settings.min_size} "
+                    f"clients open after {timeout:g}s; {state}{reason}.")
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+
     def probe_now(self) -> None:
         """While failing fast, let the next acquire try to connect at once."""
         with self._lock:
@@ -622,18 +752,47 @@ class PoolCore(Generic[T]):
         """Return ``client`` (``exc``: what the caller's block raised, if anything)."""
         raise NotImplementedError
 
-    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
-        """:meth:`checkout_from` for async code."""
-        raise NotImplementedError
-
-    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        """:meth:`release_from` for async code."""
-        raise NotImplementedError
-
     def check(self, timeout: float | None = None, *, wait: bool = True) -> None:
         """Borrow or open one client and validate it; raise a :class:`PoolError` if it
         cannot (``wait=False``: a saturated pool passes)."""
         raise NotImplementedError
+
+    async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
+        """Check a client out from async code. Implemented by the driver."""
+        raise NotImplementedError
+
+    async def _arelease(self, client: T, discard: bool, exc: BaseException | None) -> None:
+        """Return a client from async code. Implemented by the driver."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ async API (every pool)
+
+    def aconnection(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> AsyncConnection[T]:
+        """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
+        return AsyncConnection(self, timeout, _getframe(1))
+
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
+                       key: object = None) -> T:
+        """Check a client out from async code; return it with :meth:`arelease`. Same
+        timeout, limits, errors and stats as ``acquire``."""
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
+        return await self._acheckout(timeout, _getframe(1))
+
+    async def arelease(self, client: T, discard: bool = False) -> None:
+        """Return ``client`` from async code; a reset never blocks the event loop."""
+        await self._arelease(client, discard, None)
+
+    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
+        """A group's async checkout of this member (``frame`` is the caller's)."""
+        return await self._acheckout(timeout, frame)
+
+    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
+        """A group's async release to this member."""
+        await self._arelease(client, discard, exc)
 
     # ------------------------------------------------------------------ slots
 
@@ -798,7 +957,7 @@ class PoolCore(Generic[T]):
             if (type(waiter) is Waiter and waiter.code is not None and self._fast_leases
                     and not entry.needs_check(now, waiter.since)):
                 self._lease_locked(entry, waiter.thread, waiter.code, waiter.lasti, now,
-                                   now - waiter.since)
+                                   now - waiter.since, waiter.view)
                 waiter.leased = True
             if waiter.deliver(entry):
                 return True
@@ -808,13 +967,33 @@ class PoolCore(Generic[T]):
         return False
 
     def _lease_locked(self, entry: Entry[T], thread: int, code: CodeType | None, lasti: int,
-                      now: float, waited: float, task: asyncio.Task[Any] | None = None
-                      ) -> None:
+                      now: float, waited: float, view: str,
+                      task: asyncio.Task[Any] | None = None) -> None:
         """(lock held) Count a checkout and record its lease."""
         self._in_use[entry.key] = entry
-        entry.lease(thread, code, lasti, now, task)
+        entry.lease(thread, code, lasti, now, view, task)
+        entry.lease_wait = waited
         self._acquired += 1
         self._waits.add(waited, self._acquired)
+
+    def _returned_locked(self, entry: Entry[T], now: float) -> None:
+        """(lock held) A lease ended at ``now``: count it for its view, and keep its hold
+        time for OpenTelemetry (each only while asked for, see :func:`record_views` and
+        :func:`record_use_times`)."""
+        held = now - entry.lease_since
+        if self._record_views:
+            # ViewTable.record(), inline: a call costs more than the rest.
+            usage = self._views.get(entry.lease_view)
+            if usage is None:
+                usage = self._views.usage_of(entry.lease_view)
+            usage.count += 1
+            usage.hold_total += held
+            usage.holds.append(held)
+            if entry.lease_wait:
+                usage.waits.add(entry.lease_wait, usage.count)
+                entry.lease_wait = 0.0
+        if self._record_use:
+            self._uses.add(held, self._released)
 
     def _lease(self, entry: Entry[T], frame: FrameType, start: float,
                task: asyncio.Task[Any] | None = None) -> T:
@@ -822,7 +1001,7 @@ class PoolCore(Generic[T]):
         now = _monotonic()
         with self._lock:
             self._lease_locked(entry, _get_ident(), frame.f_code, frame.f_lasti, now,
-                               now - start, task)
+                               now - start, current_view(), task)
         if self.settings.leak_timeout is not None:
             entry.lease_stack = "".join(traceback.format_stack(frame))
         return entry.client
@@ -904,6 +1083,8 @@ class PoolCore(Generic[T]):
                 if self._in_use.get(entry.key) is entry:
                     del self._in_use[entry.key]
                     self._released += 1
+                    if self._track_returns:
+                        self._returned_locked(entry, _monotonic())
             kept = self._put_back_locked(entry, _monotonic())
         if not kept:
             self._close_entries([entry])
@@ -988,6 +1169,7 @@ class PoolCore(Generic[T]):
         ``entry`` and log ``message`` (with the pool and the masked error)."""
         with self._lock:
             self._check_failures += 1
+            self._unreachable = True
             self._record_error_locked(exc, now)
             # The service probably restarted: every idle client older than this one is
             # presumed dead too, instead of being tested one by one.
@@ -1032,6 +1214,8 @@ class PoolCore(Generic[T]):
             if self._in_use.pop(entry.key, None) is not entry:
                 raise PoolError(f"Pool {self._label!r}: client released twice.")
             self._released += 1
+            if self._track_returns:
+                self._returned_locked(entry, now)
             entry.released(now, owner)
             if broken:
                 self._errors += 1
@@ -1098,17 +1282,24 @@ class PoolCore(Generic[T]):
         return Entry(client, now, expires, self._window, loop)
 
     def _creation_done(self, client: T, probe: bool,
-                       loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """A creation for a reserved slot produced ``client``."""
+                       loop: asyncio.AbstractEventLoop | None = None,
+                       began: float | None = None) -> None:
+        """A creation for a reserved slot produced ``client`` (its attempt started at
+        ``began``)."""
         entry = self._new_entry(client, loop)
         with self._lock:
+            if began is not None and began < self._fresh_after:
+                entry.condemn()  # begun before a drain: maybe with the old credentials
             self._creating -= 1
             if probe:
                 self._probing = False
             self._created += 1
+            if began is not None:
+                self._creates.add(entry.created - began, self._created)
             if self._failing or self._suspect:
                 logger.info("Pool %r reached %s again.", self._label, self._target)
-            self._failing = self._suspect = False
+            self._failing = self._suspect = self._unreachable = False
+            self._reached_at = entry.created
             self._consecutive_failures = 0
             if fork.forked_since(self._pid):
                 kept = False
@@ -1127,6 +1318,7 @@ class PoolCore(Generic[T]):
             self._drop_locked(creating=True, probe=probe)
             if self._state is OPEN:
                 self._record_error_locked(exc, now)
+                self._unreachable = True
                 self._consecutive_failures += 1
                 if not self._failing:
                     self._failing = True
@@ -1142,11 +1334,19 @@ class PoolCore(Generic[T]):
         if capacity is not None:
             capacity.freed(self)
 
-    def _attempt_failed(self, exc: BaseException) -> None:
-        """One creation attempt failed with ``exc`` (more may follow)."""
+    def _attempt_failed(self, exc: BaseException, attempt: int, attempts: int) -> float | None:
+        """Creation attempt ``attempt`` of ``attempts`` failed with ``exc``: the seconds to
+        wait before the next one, or None to give up now (the last attempt, or a wait
+        longer than TIMEOUT: a retry after every caller gave up would hold the slot for
+        nobody; probes take over)."""
         with self._lock:
             self._errors += 1
+            self._unreachable = True
             self._record_error_locked(exc, _monotonic())
+        delay = backoff(self.settings, attempt)
+        if attempt >= attempts or delay > self.settings.timeout:
+            return None
+        return delay
 
     def _creating_allowed(self) -> bool:
         """Whether a creation in flight should go on (the pool is open, same process)."""
@@ -1156,6 +1356,21 @@ class PoolCore(Generic[T]):
         if exc is not None:
             self._last_error = exc
             self._last_error_at = now
+            self._last_error_wall = time.time()
+
+    def _reached(self, now: float) -> None:
+        """The service answered at ``now`` (a check passed). Written without the lock: two
+        plain stores, read only by :meth:`stats` and the health check."""
+        self._unreachable = False
+        self._reached_at = now
+
+    def _recently_reached(self, now: float) -> bool:
+        """Whether the service answered within the CHECK window (CHECK_IDLE_AFTER; never
+        with CHECK="always") and nothing failed since: the pool would hand out a client
+        idle that long without a check, so a health probe may trust it too."""
+        horizon = -1.0 if self.settings.check == "always" else self.settings.check_idle_after
+        reached = self._reached_at
+        return not self._unreachable and reached is not None and now - reached <= horizon
 
     def _last_error_text(self) -> str:
         return mask_exception(self._last_error, self._secrets) or "no error recorded"
@@ -1258,15 +1473,16 @@ class PoolCore(Generic[T]):
                                                 "%r: %s")
             return
         entry.checked(now)
+        self._reached(now)
         self._give_back(entry)
 
     def _report_leak(self, entry: Entry[T], now: float) -> None:
         thread = thread_name(entry.lease_thread)
         logger.warning(
-            "Pool %r: a client has been held for %.1fs by thread %s (LEAK_TIMEOUT=%gs), "
-            "acquired at:\n%s",
-            self._label, now - entry.lease_since, thread, self.settings.leak_timeout,
-            entry.lease_stack or entry.where(),
+            "Pool %r: a client has been held for %.1fs by thread %s in view %s "
+            "(LEAK_TIMEOUT=%gs), acquired at:\n%s",
+            self._label, now - entry.lease_since, thread, entry.lease_view,
+            self.settings.leak_timeout, entry.lease_stack or entry.where(),
         )
 
     # ------------------------------------------------------------------ close / retire / fork
@@ -1362,13 +1578,17 @@ class PoolCore(Generic[T]):
             leases = tuple(
                 Lease(thread=thread_name(e.lease_thread), thread_id=e.lease_thread,
                       held_for=round(now - e.lease_since, 3), where=e.where(),
-                      leaked=e.leak_reported, stack=e.lease_stack)
+                      leaked=e.leak_reported, stack=e.lease_stack, view=e.lease_view)
                 for e in self._in_use.values()
             )
             state = self._state
-            if state is OPEN and (self._failing or self._suspect):
+            if state is OPEN and (self._failing or self._suspect or self._unreachable):
                 state = "failing"
+            recovered = (self._last_error_at is not None and self._reached_at is not None
+                         and self._reached_at > self._last_error_at)
+            last_error_at = self._last_error_wall
             p50, p95, p99 = self._waits.percentiles(self._acquired)
+            by_view = self._views.snapshot()
             last_error = self._last_error_text() if self._last_error is not None else None
             counts = (self._size, len(self._idle), len(self._in_use), len(self._waiters),
                       self._acquired, self._released, self._created, self._closed,
@@ -1393,11 +1613,15 @@ class PoolCore(Generic[T]):
             state=state,
             timeout=self.settings.timeout,
             backend_stats=dict(backend_stats()) if callable(backend_stats) else {},
+            name=self.name,
+            drains_total=self._drains, last_drained_at=self._last_drained_at,
             size=size - closing, idle=idle, in_use=in_use, waiting=waiting,
             acquired_total=acquired,
             released_total=released, created_total=created, closed_total=closed,
             timeouts_total=timeouts, errors_total=errors, check_failures_total=check_failures,
-            leaks_total=leaks, creating=creating, closing=closing,
+            leaks_total=leaks, creating=creating, closing=closing, by_view=by_view,
+            last_error_at=None if last_error_at is None else utc_text(last_error_at),
+            recovered=recovered,
         )
 
     def wait_sources(self) -> list[PoolCore[Any]]:
@@ -1413,6 +1637,21 @@ class PoolCore(Generic[T]):
             waits = self._waits.samples_since(number) if acquired > number else []
         return acquired, max(0, acquired - number - len(waits)), waits
 
+    def use_times_since(self, number: int) -> tuple[int, list[float]]:
+        """How long clients were held, for the releases after release ``number``:
+        ``(latest release number, hold times in seconds)``; recorded only while
+        :func:`record_use_times` is on, and only the most recent ones."""
+        with self._lock:
+            released = self._released
+            return released, self._uses.samples_since(number) if released > number else []
+
+    def create_times_since(self, number: int) -> tuple[int, list[float]]:
+        """How long the creations after creation ``number`` took: ``(latest creation
+        number, durations in seconds)``; only the most recent ones."""
+        with self._lock:
+            created = self._created
+            return created, self._creates.samples_since(number) if created > number else []
+
     def _state_text(self) -> str:
         """(lock held) ``in use 10 / idle 0 / max 10 / waiting 3``."""
         return (f"in use {len(self._in_use)} / idle {len(self._idle)} / max {self._max_size} "
@@ -1425,6 +1664,8 @@ class PoolCore(Generic[T]):
         if not entries:
             return ""
         parts = [f"{thread_name(e.lease_thread)} for {now - e.lease_since:.1f}s at {e.where()}"
+                 + ("" if e.lease_view == attribution.UNATTRIBUTED
+                    else f" (view {e.lease_view})")
                  for e in entries]
         more = len(self._in_use) - len(entries)
         suffix = f" and {more} more" if more > 0 else ""
@@ -1444,6 +1685,7 @@ class PoolCore(Generic[T]):
         """Count a failed health check and describe it."""
         with self._lock:
             self._check_failures += 1
+            self._unreachable = True
             self._record_error_locked(exc, _monotonic())
         error = ClientCreationError(
             f"Pool {self._label!r}: a client to {self._target} failed its check: "
@@ -1452,13 +1694,48 @@ class PoolCore(Generic[T]):
         error.__cause__ = exc
         return error
 
-    def _unknown_endpoint(self, endpoint: str) -> PoolDoesNotExist:
-        return PoolDoesNotExist(
-            f"Pool {self.alias!r} has no endpoint {endpoint!r} (it defines no ENDPOINTS)."
-        )
+    def _not_routable(self, endpoint: str | None, key: object) -> PoolError:
+        """The error for ``endpoint=`` or ``key=`` on a pool that has neither."""
+        if endpoint is not None:
+            return PoolDoesNotExist(
+                f"Pool {self.alias!r} has no endpoint {endpoint!r} (it defines no ENDPOINTS).")
+        return PoolError(f"Pool {self.alias!r} is not keyed: it defines no KEYS, so key= "
+                         "means nothing to it.")
 
 
 _FORK_LOCK = threading.RLock()
+
+
+def utc_text(wall: float) -> str:
+    """``2026-11-27 18:04:05 UTC``: the one clock every surface shows."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
+
+
+def record_views() -> None:
+    """Count every pool's checkouts per view from now on (attribution is in use)."""
+    _record("views", True)
+
+
+def record_use_times(on: bool) -> None:
+    """Keep (or stop keeping) how long each client is held, in every pool of the process."""
+    _record("use", on)
+
+
+def _record(what: str, on: bool) -> None:
+    if _recording[what] is on:
+        return
+    _recording[what] = on
+    for pool in maintenance.live_pools():
+        if isinstance(pool, PoolCore):  # members of a group are registered themselves
+            with pool._lock:
+                if not pool._track_returns:
+                    # Untracked releases left the waits of past leases on idle clients.
+                    for entry in pool._idle:
+                        entry.lease_wait = 0.0
+                pool._record_use = _recording["use"]
+                pool._record_views = _recording["views"]
+                pool._track_returns = pool._record_use or pool._record_views
+                pool._refresh_fast_flags()
 
 
 def _line_of(code: CodeType, lasti: int) -> int | None:
@@ -1474,7 +1751,8 @@ def thread_name(ident: int) -> str:
     thread = threading._active.get(ident)  # type: ignore[attr-defined]
     if thread is None:
         return f"thread {ident} (ended)"
-    return str(thread.name)
+    # A thread's name is anyone's text: it must not start a new line of a log or a table.
+    return printable(str(thread.name))
 
 
 def _after_fork_in_child() -> None:

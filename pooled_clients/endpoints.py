@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pooled_clients.backends.base import ClientBackend
 from pooled_clients.core import PoolCore, PoolSettings, clamp_timeout
-from pooled_clients.exceptions import PoolDoesNotExist
+from pooled_clients.exceptions import PoolDoesNotExist, PoolError
 from pooled_clients.groups import (
     AsyncGroupConnection,
     GroupConnection,
@@ -82,7 +82,7 @@ class EndpointPool(PoolGroup[T]):
         # An async backend with ENDPOINTS never gets here: parsing rejects it (E016).
         capacity = SharedCapacity(definition.total_max_size)
         for spec in definition.endpoints:
-            backend = definition.backend_class(definition.alias, spec.options)
+            backend = definition.backend_class.from_options(definition.alias, spec.options)
             capacity.members.append(Pool(
                 definition.alias, backend,
                 member_settings(definition.settings, spec.max_size, spec.min_size),
@@ -126,27 +126,38 @@ class EndpointPool(PoolGroup[T]):
 
     # ------------------------------------------------------------------ checkout
 
-    def connection(self, timeout: float | None = None,
-                   endpoint: str | None = None) -> GroupConnection[T]:
+    def connection(self, timeout: float | None = None, endpoint: str | None = None,
+                   key: object = None) -> GroupConnection[T]:
         """Context manager yielding a client of ``endpoint`` (routed when None)."""
+        self._refuse_key(key)
         if endpoint is not None:
             self.subpool(endpoint)
         return GroupConnection(self, timeout, endpoint)
 
-    def acquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+    def acquire(self, timeout: float | None = None, endpoint: str | None = None,
+                key: object = None) -> T:
         """Check a client out of ``endpoint``, or of the endpoint ``ROUTING`` picks."""
+        self._refuse_key(key)
         return self._checkout(timeout, _getframe(1), endpoint)[0]
 
-    def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None) -> AsyncGroupConnection[T]:
+    def aconnection(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> AsyncGroupConnection[T]:
         """``async with pool.aconnection(endpoint=...) as client:`` (routed when None)."""
+        self._refuse_key(key)
         if endpoint is not None:
             self.subpool(endpoint)
         return AsyncGroupConnection(self, timeout, endpoint, _getframe(1))
 
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None,
+                       key: object = None) -> T:
         """:meth:`acquire` for async code: waits without blocking the event loop."""
+        self._refuse_key(key)
         return (await self._acheckout(timeout, _getframe(1), endpoint))[0]
+
+    def _refuse_key(self, key: object) -> None:
+        if key is not None:
+            raise PoolError(f"Pool {self.alias!r} is not keyed: it has ENDPOINTS, chosen with "
+                            "endpoint=, not key=.")
 
     def _attempts(self, timeout: float | None, selector: Any
                   ) -> Iterator[tuple[PoolCore[T], float | None]]:
@@ -187,8 +198,8 @@ class EndpointPool(PoolGroup[T]):
 
     def stats(self) -> PoolStats:
         """The totals over every endpoint; ``endpoints`` holds each endpoint's own stats."""
-        per = self._member_stats()
-        return self._totals(per, endpoints=per)
+        pairs = self._member_stats()
+        return self._totals(pairs, endpoints={str(m.name): s for m, s in pairs})
 
     def check(self, timeout: float | None = None, *, wait: bool = True,
               endpoint: str | None = None) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 from pooled_clients.core import PoolCore, PoolSettings, clamp_timeout
 from pooled_clients.exceptions import ClientCreationError, PoolError, PoolTimeout
 from pooled_clients.masking import mask_exception, mask_text
-from pooled_clients.stats import PoolStats
+from pooled_clients.stats import PoolStats, merge_views
 
 T = TypeVar("T")
 
@@ -209,6 +209,11 @@ class PoolGroup(Generic[T]):
             for member in self.members():
                 member.start()
 
+    def start(self) -> None:
+        """Start upkeep of every member in this process now (MIN_SIZE fills in the
+        background); it starts on first use otherwise."""
+        self._enter_slow_path()
+
     def owner(self, client: T) -> PoolCore[T] | None:
         """The member ``client`` is checked out of, or None."""
         for member in self.members():
@@ -266,28 +271,44 @@ class PoolGroup(Generic[T]):
         for member in self.members():
             member.retire()
 
+    def drain(self) -> None:
+        """Replace every client of every member: idle ones close now, ones in use when they
+        are released; nothing waiting fails."""
+        for member in self.members():
+            member.drain()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until every member has its MIN_SIZE clients open; :class:`PoolTimeout`
+        if they are not within ``timeout``."""
+        deadline = _monotonic() + clamp_timeout(timeout)
+        self._enter_slow_path()
+        for member in self.members():
+            member.wait(max(0.0, deadline - _monotonic()))
+
     # ------------------------------------------------------------------ stats / health
 
     def wait_sources(self) -> list[PoolCore[T]]:
         """The pools whose acquire waits make up this pool's (each member)."""
         return self.members()
 
-    def _member_stats(self) -> dict[str, PoolStats]:
+    def _member_stats(self) -> list[tuple[PoolCore[T], PoolStats]]:
         with self.capacity.lock:  # one consistent snapshot across the members
-            return {str(m.name): m.stats() for m in self.members()}
+            return [(m, m.stats()) for m in self.members()]
 
-    def _totals(self, per: dict[str, PoolStats], **extra: Any) -> PoolStats:
-        """The totals over ``per`` (name -> member stats)."""
-        values = list(per.values())
+    def _totals(self, pairs: list[tuple[PoolCore[T], PoolStats]], **extra: Any) -> PoolStats:
+        """The totals over ``pairs`` (member, its stats)."""
+        values = [s for _, s in pairs]
         # The slowest member's waits: the figure worth alerting on.
         p50, p95, p99 = (_highest(getattr(s, name) for s in values)
                          for name in ("wait_ms_p50", "wait_ms_p95", "wait_ms_p99"))
-        last = max(self.members(), key=lambda m: m.last_error_at() or 0.0, default=None)
-        last_error = None
-        if last is not None and last.last_error_at() is not None:
-            text = per.get(str(last.name))
-            if text is not None and text.last_error:
-                last_error = f"{self._describe_member(last)}: {text.last_error}"
+        failed = [(m.last_error_at(), m, s) for m, s in pairs
+                  if m.last_error_at() is not None and s.last_error]
+        last_error = last_error_at = None
+        recovered = False
+        if failed:
+            _, member, latest = max(failed, key=lambda item: item[0] or 0.0)
+            last_error = f"{self._describe_member(member)}: {latest.last_error}"
+            last_error_at, recovered = latest.last_error_at, latest.recovered
         states = {s.state for s in values}
         if not values:
             state = "open"
@@ -299,7 +320,7 @@ class PoolGroup(Generic[T]):
         def total(name: str) -> int:
             return sum(int(getattr(s, name)) for s in values)
 
-        capacity = sum(m.settings.max_size for m in self.members())
+        capacity = sum(m.settings.max_size for m, _ in pairs)
         if self.total_max_size is not None:
             capacity = min(capacity, self.total_max_size) if values else self.total_max_size
         return PoolStats(
@@ -307,7 +328,7 @@ class PoolGroup(Generic[T]):
             backend=self.backend_path,
             target=self.target,
             pid=os.getpid(),
-            min_size=sum(m.settings.min_size for m in self.members()),
+            min_size=sum(m.settings.min_size for m, _ in pairs),
             max_size=capacity,
             size=total("size"),
             idle=total("idle"),
@@ -327,11 +348,17 @@ class PoolGroup(Generic[T]):
             wait_ms_p99=p99,
             healthy=state == "open" and (not values or any(s.healthy for s in values)),
             last_error=last_error,
+            last_error_at=last_error_at,
+            recovered=recovered,
             leases=tuple(lease for s in values for lease in s.leases),
+            by_view=merge_views(s.by_view for s in values),
             state=state,
             creating=total("creating"),
             closing=total("closing"),
             timeout=self.settings.timeout,
+            # Every member is drained together: the group's count is any member's.
+            drains_total=max((s.drains_total for s in values), default=0),
+            last_drained_at=_highest(s.last_drained_at for s in values),
             **extra,
         )
 

@@ -1,12 +1,15 @@
 """Hooks for ``gunicorn.conf.py``::
 
-    from pooled_clients.gunicorn import child_exit, post_fork, worker_exit
+    from pooled_clients.gunicorn import child_exit, post_fork, post_worker_init, worker_exit
 
 Each pool is already fork-safe and closed at interpreter exit on its own; these hooks make
 the transitions explicit and cover what atexit cannot:
 
 - ``post_fork`` runs in the new worker: pools inherited from a ``--preload`` master start
-  afresh (inherited clients are abandoned without I/O; the child opens its own).
+  afresh (inherited clients are abandoned without I/O; the child opens its own). With
+  ``POOLED_CLIENTS_WARM_UP`` it also starts opening each pool's ``MIN_SIZE`` clients in the
+  background; ``post_worker_init`` (after the worker loaded the application) does the same
+  for workers started without ``--preload``.
 - ``worker_exit`` runs in the worker as it leaves (graceful stop, SIGINT/SIGQUIT, max
   requests) and closes its pools, waiting up to ``POOLED_CLIENTS_SHUTDOWN_TIMEOUT`` for
   clients in use. Gunicorn also calls it in the master for a worker that had already vanished:
@@ -24,12 +27,19 @@ from typing import Any
 
 from pooled_clients import lifecycle
 
-__all__ = ["child_exit", "post_fork", "worker_exit"]
+__all__ = ["child_exit", "post_fork", "post_worker_init", "worker_exit"]
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """In the new worker: make sure no pool uses a client opened by the master."""
+    """In the new worker: make sure no pool uses a client opened by the master; warm up
+    (``POOLED_CLIENTS_WARM_UP``) when the application is loaded already (``--preload``)."""
     lifecycle.reset_after_fork()
+    lifecycle.warm_up()
+
+
+def post_worker_init(worker: Any) -> None:
+    """In the worker, once it loaded the application: warm up (``POOLED_CLIENTS_WARM_UP``)."""
+    lifecycle.warm_up()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -80,7 +80,11 @@ class PoolHandler:
             from pooled_clients.endpoints import EndpointPool
 
             return EndpointPool.from_definition(parsed)
-        backend = parsed.backend_class(alias, parsed.options)
+        if parsed.keys is not None:
+            from pooled_clients.keyed import KeyedPool
+
+            return KeyedPool.from_definition(parsed)
+        backend = parsed.backend_class.from_options(alias, parsed.options)
         if parsed.backend_class.is_async:
             from pooled_clients.aio import AsyncPool
             from pooled_clients.backends.base import AsyncClientBackend
@@ -116,6 +120,12 @@ class PoolHandler:
     def stats(self) -> dict[str, PoolStats]:
         """alias -> :class:`PoolStats` for every configured pool."""
         return {pool.alias: pool.stats() for pool in self.all()}
+
+    def drain(self, alias: str | None = None) -> None:
+        """Replace the clients of pool ``alias``, or of every pool built in this process
+        (see ``drain()`` on a pool): after a credential rotation or a failover."""
+        for pool in [self[alias]] if alias is not None else self.built():
+            pool.drain()
 
     def reload(self) -> None:
         """Build new pools from the current settings on next access; retire the old ones

@@ -28,6 +28,7 @@ __all__ = [
     "on_worker_process_shutdown",
     "reset_after_fork",
     "shutdown",
+    "warm_up",
 ]
 
 logger = logging.getLogger("pooled_clients")
@@ -36,6 +37,7 @@ _installed = False
 _done_pid = 0
 _lock = threading.Lock()
 _child_exit_callbacks: list[Callable[[int], None]] = []
+_warmed_pid = 0
 
 #: Longest wait for the maintenance thread at shutdown.
 _MAINTENANCE_JOIN = 1.0
@@ -114,6 +116,45 @@ def reset_after_fork() -> None:
     from pooled_clients import fork
 
     fork.run_child_callbacks()
+
+
+def warm_up(**kwargs: Any) -> bool:
+    """With ``POOLED_CLIENTS_WARM_UP``, start every sync pool of this serving process so that
+    its ``MIN_SIZE`` clients open in the background (once per process; never blocks).
+
+    Called by the server hooks (gunicorn ``post_fork`` and ``post_worker_init``, uWSGI
+    postfork) and, as a ``request_started`` receiver, by the first request. Does nothing
+    before Django is set up (a gunicorn worker without ``--preload`` loads the application
+    after ``post_fork``). True when it started the pools.
+    """
+    global _warmed_pid
+    from django.apps import apps
+
+    pid = os.getpid()
+    if _warmed_pid == pid or not apps.ready:
+        return False
+    from pooled_clients import conf
+
+    if conf.get_process_setting("POOLED_CLIENTS_WARM_UP") is not True:
+        return False
+    _warmed_pid = pid
+    from pooled_clients import shared_status
+    from pooled_clients.aio import AsyncPool
+    from pooled_clients.handler import pools
+
+    for alias in pools:
+        try:
+            pool = pools[alias]
+            # An async pool's clients belong to an event loop: they open on first use there.
+            if not isinstance(pool, AsyncPool):
+                pool.start()
+        except Exception as exc:  # a misconfigured pool is reported by `manage.py check`
+            from pooled_clients.masking import mask_exception
+
+            logger.warning("Warming up pool %r failed: %s", alias, mask_exception(exc))
+    # A warm worker is reachable by fleet-wide drains before its first request.
+    shared_status.start()
+    return True
 
 
 def on_worker_process_shutdown(sender: Any = None, **kwargs: Any) -> None:

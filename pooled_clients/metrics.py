@@ -19,11 +19,11 @@ import threading
 import weakref
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from pooled_clients import conf
+from pooled_clients import access, conf
 from pooled_clients.core import ClientPool
 from pooled_clients.stats import PoolStats
 
@@ -38,7 +38,9 @@ _GAUGE_FIELDS: dict[str, str] = {
     "idle": "Idle clients.",
     "in_use": "Clients checked out.",
     "waiting": "Callers waiting for a client.",
-    "max_size": "MAX_SIZE of the pool.",
+    "max_size": "MAX_SIZE of the pool, summed over the live processes this scrape covers "
+                "(under gunicorn: MAX_SIZE x workers of this server; sum over servers only "
+                "what one service sees).",
 }
 _COUNTER_FIELDS: dict[str, str] = {
     "acquired": "Successful checkouts.",
@@ -55,8 +57,9 @@ GAUGES = {
     name: Gauge(f"pooled_clients_{name}", doc, ["alias"], multiprocess_mode="livesum")
     for name, doc in _GAUGE_FIELDS.items()
 }
-HEALTHY = Gauge("pooled_clients_healthy", "1 when the pool is open and not failing fast "
-                "(the lowest over live workers).", ["alias"], multiprocess_mode="livemin")
+HEALTHY = Gauge("pooled_clients_healthy", "1 when the pool is open and its last attempt to "
+                "reach the service succeeded (the lowest over live workers).", ["alias"],
+                multiprocess_mode="livemin")
 COUNTERS = {
     name: Counter(f"pooled_clients_{name}", doc, ["alias"])
     for name, doc in _COUNTER_FIELDS.items()
@@ -196,7 +199,13 @@ def _registry() -> CollectorRegistry:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Serve every Prometheus metric of the process (of all workers in multiprocess mode),
-    after bringing this process's pool metrics up to date."""
+    after bringing this process's pool metrics up to date.
+
+    Open to everyone unless ``POOLED_CLIENTS_METRICS_ACCESS`` says who may read it
+    (:mod:`pooled_clients.access`); anyone else gets 403.
+    """
+    if not access.allowed(request, conf.get_process_setting("POOLED_CLIENTS_METRICS_ACCESS")):
+        return HttpResponseForbidden("403 Forbidden\n", content_type="text/plain")
     refresh()
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(_registry()), content_type=content_type)

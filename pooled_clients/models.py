@@ -11,7 +11,8 @@ class PoolStatus(models.Model):
     class Meta:
         managed = False
         default_permissions = ()
-        permissions = [("view_pool_status", "Can view pool status")]
+        permissions = [("view_pool_status", "Can view pool status"),
+                       ("drain_pool", "Can drain a pool on every worker")]
         verbose_name = "pool status"
         verbose_name_plural = "pool status"
 
@@ -39,3 +40,21 @@ class WorkerStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}"
+
+
+class DrainRequest(models.Model):
+    """The last fleet-wide drain asked for one alias (``POOLED_CLIENTS_SHARED_STATUS =
+    "database"``): every worker applies a drain id it has not applied yet."""
+
+    alias = models.CharField(max_length=255, unique=True)
+    drain_id = models.CharField(max_length=64)
+    #: Wall-clock seconds of the request; a worker started later has nothing to drain.
+    requested_at = models.FloatField()
+
+    class Meta:
+        default_permissions = ()
+        verbose_name = "drain request"
+        verbose_name_plural = "drain requests"
+
+    def __str__(self) -> str:
+        return f"{self.alias}:{self.drain_id}"

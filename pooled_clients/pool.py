@@ -34,19 +34,19 @@ from pooled_clients.core import (
     PoolCore,
     PoolSettings,
     Waiter,
-    backoff,
     clamp_timeout,
+    current_view,
+    task_owner,
 )
 from pooled_clients.exceptions import PoolTimeout
 
 T = TypeVar("T")
 
-__all__ = ["AsyncConnection", "Connection", "Pool", "PoolSettings"]
+__all__ = ["Connection", "Pool", "PoolSettings"]
 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
-_current_task = asyncio.current_task
 
 
 class Connection(Generic[T]):
@@ -69,33 +69,6 @@ class Connection(Generic[T]):
         else:
             pool = self._pool
             pool._release(self._client, pool.discard_on_error, exc, _get_ident())
-
-
-class AsyncConnection(Generic[T]):
-    """``async with pool.aconnection() as client:`` for a sync or an async pool."""
-
-    __slots__ = ("_client", "_frame", "_pool", "_timeout")
-
-    def __init__(self, pool: Any, timeout: float | None, frame: FrameType) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._frame = frame
-
-    async def __aenter__(self) -> T:
-        client: T = await self._pool._acheckout(self._timeout, self._frame)
-        self._client = client
-        return client
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        pool = self._pool
-        await pool._arelease(self._client, exc_type is not None and pool.discard_on_error, exc)
-
-
-def task_owner() -> int:
-    """Who holds a client checked out from async code: the task (or the thread)."""
-    task = _current_task()
-    return _get_ident() if task is None else id(task)
 
 
 # --------------------------------------------------------------------------- thread pool
@@ -136,39 +109,23 @@ class Pool(PoolCore[T]):
     # ------------------------------------------------------------------ public API
 
     def connection(self, timeout: float | None = None,
-                   endpoint: str | None = None) -> Connection[T]:
+                   endpoint: str | None = None, key: object = None) -> Connection[T]:
         """Context manager yielding a client, returned (reset or discarded) on exit."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return Connection(self, timeout)
 
-    def acquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
+    def acquire(self, timeout: float | None = None, endpoint: str | None = None,
+                    key: object = None) -> T:
         """Check a client out; return it with :meth:`release`.
 
         Raises :class:`PoolTimeout` when none came free within ``timeout`` (default
         TIMEOUT), :class:`ClientCreationError` when the service cannot be reached,
         :class:`PoolExhausted` past MAX_WAITING and :class:`PoolClosed` once closed.
         """
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
+        if endpoint is not None or key is not None:
+            raise self._not_routable(endpoint, key)
         return self._checkout(timeout, _getframe(1))
-
-    def aconnection(self, timeout: float | None = None,
-                    endpoint: str | None = None) -> AsyncConnection[T]:
-        """``async with pool.aconnection() as client:`` — waits without blocking the loop."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
-        return AsyncConnection(self, timeout, _getframe(1))
-
-    async def aacquire(self, timeout: float | None = None, endpoint: str | None = None) -> T:
-        """:meth:`acquire` for async code: same timeout, limits, errors and stats."""
-        if endpoint is not None:
-            raise self._unknown_endpoint(endpoint)
-        return await self._acheckout(timeout, _getframe(1))
-
-    async def arelease(self, client: T, discard: bool = False) -> None:
-        """:meth:`release` for async code; the reset never blocks the event loop."""
-        await self._arelease(client, discard, None)
 
     # ------------------------------------------------------------------ members of a group
 
@@ -180,14 +137,6 @@ class Pool(PoolCore[T]):
         """A group's release to this member."""
         self._release(client, discard, exc, _get_ident())
 
-    async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
-        """A group's async checkout of this member."""
-        return await self._acheckout(timeout, frame)
-
-    async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
-        """A group's async release to this member."""
-        await self._arelease(client, discard, exc)
-
     # ------------------------------------------------------------------ checkout
 
     def _checkout(self, timeout: float | None, frame: FrameType) -> T:
@@ -196,18 +145,20 @@ class Pool(PoolCore[T]):
             idle = self._idle
             # With LEAK_TIMEOUT set, the slow path records the acquiring stack.
             if idle and self._fast_ok and not self._waiters:
-                entry = idle[-1]
+                entry = idle.pop()
                 # Entry.fresh() and Entry.lease(), inline: a call costs more than the rest.
                 if entry.fresh_until > now:
-                    idle.pop()
                     self._in_use[entry.key] = entry
                     # Every release clears owner_task: a fast lease has none to clear.
                     entry.owner = entry.lease_thread = _get_ident()
                     entry.lease_since = now
                     entry.lease_code = frame.f_code
                     entry.lease_lasti = frame.f_lasti
+                    if self._record_views:  # attribution in use: one context read
+                        entry.lease_view = current_view()
                     self._acquired += 1
                     return entry.client
+                idle.append(entry)  # the slow path validates or replaces it
         return self._slow_checkout(timeout, frame, now)
 
     def _slow_checkout(self, timeout: float | None, frame: FrameType, start: float) -> T:
@@ -265,6 +216,7 @@ class Pool(PoolCore[T]):
                                                 "its check: %s")
             return False
         entry.checked(now)
+        self._reached(now)
         return True
 
     # ------------------------------------------------------------------ release
@@ -274,7 +226,7 @@ class Pool(PoolCore[T]):
         # An entry holds its client, so no other live object can share its id.
         entry = self._in_use.get(id(client))
         me = _get_ident()
-        if entry is None or discard or not self._fast_ok or entry.owner != me:
+        if entry is None or discard or not self._fast_release or entry.owner != me:
             self._release(client, discard, None, me)
             return
         try:
@@ -291,13 +243,15 @@ class Pool(PoolCore[T]):
             if self._in_use.pop(entry.key, None) is not entry:
                 raise self._release_error(client)
             self._released += 1
-            # Entry.released(), inline: a call costs more than the rest.
+            # Entry.released(), inline: a call costs more than the rest. (With hold times or
+            # views to record, releases take the general path.)
             entry.last_used = now
+            expires = entry.expires
             fresh_until = now + entry.window
-            entry.fresh_until = fresh_until if fresh_until < entry.expires else entry.expires
+            entry.fresh_until = fresh_until if fresh_until < expires else expires
             entry.released_by = me
             # A purge condemns the clients in use that it presumes dead.
-            if entry.expires > now and self._fast_ok:
+            if expires > now and self._fast_ok:
                 if not (self._waiters and self._handoff_locked(entry, now)):
                     self._idle.append(entry)
                 return
@@ -367,20 +321,20 @@ class Pool(PoolCore[T]):
             for attempt in range(1, attempts + 1):
                 if not self._creating_allowed():
                     break
+                began = _monotonic()
                 try:
                     with deadline_scope(None):
-                        client = self.backend.create()
+                        # Callables in OPTIONS are resolved once per attempt, before
+                        # connecting: a client never mixes old and new credentials.
+                        client = self.backend.creation_backend().create()
                 except Exception as exc:
                     last = exc
-                    self._attempt_failed(exc)
-                    delay = backoff(self.settings, attempt)
-                    if attempt == attempts or delay > self.settings.timeout:
-                        # A retry after every caller's TIMEOUT would hold the slot for
-                        # nobody: fail now; probes take over.
+                    delay = self._attempt_failed(exc, attempt, attempts)
+                    if delay is None:
                         break
                     time.sleep(delay)
                     continue
-                self._creation_done(client, probe)
+                self._creation_done(client, probe, began=began)
                 return
         except BaseException as exc:
             # Whatever ends this thread, the slot it reserved comes back.
@@ -435,5 +389,6 @@ class Pool(PoolCore[T]):
                     discard = True
                     raise self._check_error(exc) from exc
                 entry.checked(_monotonic())
+                self._reached(_monotonic())
         finally:
             self._release(client, discard, None, me)

@@ -20,8 +20,12 @@ _installed = False
 
 
 def post_fork() -> None:
-    """In a new uWSGI worker: pools start afresh, inherited clients are abandoned."""
+    """In a new uWSGI worker: pools start afresh, inherited clients are abandoned; with
+    ``POOLED_CLIENTS_WARM_UP`` each pool's MIN_SIZE clients start opening."""
     fork.run_child_callbacks()
+    from pooled_clients import lifecycle
+
+    lifecycle.warm_up()
 
 
 def install(on_exit: Callable[[], None]) -> bool:

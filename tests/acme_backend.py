@@ -69,3 +69,13 @@ class AcmeBackend(ClientBackend[AcmeClient]):
 
     def describe(self) -> str:
         return mask_url(self.options["base_url"])
+
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        # In a keyed pool the API key comes with each checkout (key=tenant.api_key).
+        return {"api_key": "given-by-each-key"}
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        # A key is a tenant's API key: its clients are built with it. Keys stay secret:
+        # pages, logs and metrics show them only as a short hash (describe_key()).
+        return {"api_key": key}

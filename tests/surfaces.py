@@ -24,7 +24,7 @@ def assert_surfaces_show(alias: str, target: str, secrets: Iterable[str],
     renders any of ``secrets``."""
     health = client.get("/health/?format=json")
     assert health.status_code == 200, health.content
-    assert health.json()[f"PoolHealthCheck(alias={alias!r})"] == "OK"
+    assert health.json()[f"Pool {alias}"] == "OK"
 
     admin = admin_client.get(ADMIN_URL + "?format=json")
     assert admin.status_code == 200

@@ -14,6 +14,7 @@ from django.urls import reverse
 from devservers.http import UpstreamServer
 from devservers.postgres import APP_PASSWORD, PostgresCluster
 from pooled_clients import pools
+from pooled_clients.attribution import attribute
 
 URL = "/admin/pooled_clients/poolstatus/"
 
@@ -186,9 +187,14 @@ def test_browser_shows_live_numbers_and_saves_screenshots(
     from selenium.webdriver.support.ui import WebDriverWait
 
     django_user_model.objects.create_superuser("admin", "", "admin-pw")
-    with pools["payments"].connection() as http:
+    with attribute("payments:refund"), pools["payments"].connection() as http:
         for path in ("echo/1", "json/a", "status/503", "echo/2"):
             http.get(path)
+    for view, rounds in (("orders:list", 3), ("reports:monthly", 1)):
+        with attribute(view):
+            for _ in range(rounds):
+                with pools["warehouse"].connection() as conn:
+                    conn.execute("select pg_sleep(0.02)")
     browser.get(live_server.url + "/admin/login/?next=" + URL)
     browser.find_element(By.NAME, "username").send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys("admin-pw")

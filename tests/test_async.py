@@ -460,10 +460,28 @@ def test_async_pool_check_opens_a_client_on_a_fresh_loop() -> None:
     pool.check(timeout=2.0)
     assert backend.created and backend.created[0].closed
     assert at_rest(pool) and pool.stats().size == 0
+    failing, backend = async_pool()
     backend.fail_create = ConnectionRefusedError("refused")
     with pytest.raises(ClientCreationError):
+        failing.check(timeout=2.0)
+    assert failing.stats().size == 0
+
+
+def test_health_probes_of_an_async_pool_outside_its_loop_do_not_churn_connections() -> None:
+    # A WSGI worker: no loop of the pool runs where /health/ probes it.
+    pool, backend = async_pool()
+    for _ in range(4):
         pool.check(timeout=2.0)
-    assert pool.stats().size == 0
+    stats = pool.stats()
+    assert (stats.created_total, stats.acquired_total, len(backend.created)) == (1, 0, 1)
+    assert stats.healthy
+    # A failure since the last answer is not trusted: the next probe opens again, and fails.
+    backend.fail_create = ConnectionRefusedError("refused")
+    with pytest.raises(ClientCreationError):
+        asyncio.run(pool.aacquire(timeout=2.0))
+    with pytest.raises(ClientCreationError):
+        pool.check(timeout=2.0)
+    assert not pool.stats().healthy
 
 
 def test_async_pool_check_borrows_an_idle_client_on_its_running_loop() -> None:

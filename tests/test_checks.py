@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from io import StringIO
 from typing import Any
 
@@ -57,6 +58,9 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("pooled_clients.E016", {"x": {"BACKEND": "pooled_clients.backends.postgres."
                                    "AsyncPostgresBackend", "OPTIONS": {},
                                    "ENDPOINTS": {"a": {}, "b": {}}}}, {}),
+    ("pooled_clients.E017", {"x": {**GOOD_HTTP, "KEYS": {"MAX": 10},
+                                   "ENDPOINTS": {"a": {}}}}, {}),
+    ("pooled_clients.E017", {"x": {**GOOD_HTTP, "KEYS": {"MAXIMUM": 10}}}, {}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHUTDOWN_TIMEOUT": -1}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHUTDOWN_TIMEUOT": 1}),
     ("pooled_clients.E020", {}, {"POOLED_CLIENTS_SHARED_STATUS": "redis"}),
@@ -78,8 +82,18 @@ def test_each_error_id_is_reported(expected: str, pool_settings: Any,
     assert expected in ids_for(pool_settings, **extra)
 
 
+def test_opentelemetry_on_without_the_package_is_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules makes the import fail as it does where the package is missing.
+    monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
+    assert ids_for({}, POOLED_CLIENTS_OPENTELEMETRY=True) == ["pooled_clients.E023"]
+    monkeypatch.undo()
+    assert ids_for({}, POOLED_CLIENTS_OPENTELEMETRY=True) == []
+
+
 def test_every_documented_id_has_a_case() -> None:
-    tested = {case[0] for case in CASES}
+    # E023 (a missing package) has its own test above.
+    tested = {case[0] for case in CASES} | {"pooled_clients.E023"}
     assert set(conf.ERROR_IDS) <= tested
 
 

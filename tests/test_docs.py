@@ -185,10 +185,12 @@ def test_runnable_snippet_runs(snippet: Snippet, postgres: PostgresCluster,
 
 
 def _example_environment(redis: RedisServer, ws: WebSocketEchoServer,
-                         grpc: GRPCHealthServer) -> dict[str, str]:
+                         grpc: GRPCHealthServer, upstream: UpstreamServer) -> dict[str, str]:
     """What the worked examples read from ``os.environ``: the test servers' addresses."""
     assert redis.password is not None
     return {
+        "ACME_BASE_URL": upstream.url + "json/v2/",
+        "PROBE_HOSTS": f"{upstream.host}:{upstream.port},localhost:{upstream.port}",
         "REDIS_URL": f"redis://{redis.host}:{redis.port}",
         "REDIS_PASSWORD": redis.password,
         "MARKET_WS_URL": ws.url,
@@ -210,11 +212,12 @@ def _settings_end(tree: ast.Module) -> int:
 @pytest.mark.parametrize("snippet", _of_kind("example"))
 def test_worked_example_runs_against_real_servers(
         snippet: Snippet, redis_server: RedisServer, ws_server: WebSocketEchoServer,
-        grpc_server: GRPCHealthServer, monkeypatch: pytest.MonkeyPatch,
-        pooled_clients_settings: Configure) -> None:
+        grpc_server: GRPCHealthServer, upstream: UpstreamServer,
+        monkeypatch: pytest.MonkeyPatch, pooled_clients_settings: Configure) -> None:
     from django.test import override_settings
 
-    for name, value in _example_environment(redis_server, ws_server, grpc_server).items():
+    for name, value in _example_environment(redis_server, ws_server, grpc_server,
+                                            upstream).items():
         monkeypatch.setenv(name, value)
     tree = ast.parse(snippet.code)
     end = _settings_end(tree)

@@ -162,7 +162,7 @@ def _log_cannot_reach(configure: Configure, caplog: pytest.LogCaptureFixture) ->
 
 
 def _log_leak(configure: Configure, caplog: pytest.LogCaptureFixture) -> str:
-    configure("leaky", _http(LEAK_TIMEOUT=0.05))
+    configure("leaky", _http(LEAK_TIMEOUT=0.1))
     held = pools["leaky"].acquire()
     try:
         return _logged(caplog, "Pool 'leaky': a client has been held", timeout=15)

@@ -102,7 +102,7 @@ def test_not_serving_makes_the_pool_unhealthy_with_the_reason_and_serving_heals_
         pool.check()
     response = client.get("/health/?format=json")
     assert response.status_code == 500
-    assert "NOT_SERVING" in response.json()["PoolHealthCheck(alias='authz')"]
+    assert "NOT_SERVING" in response.json()["Pool authz"]
     own_grpc_server.set_status("authz", serving=True)
     pool.check()
     assert client.get("/health/").status_code == 200

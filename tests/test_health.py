@@ -48,7 +48,7 @@ def test_pool_checks_lists_only_critical_pools(postgres: PostgresCluster,
     pooled_clients_settings("critical", _pg(postgres))
     pooled_clients_settings("optional", _pg(postgres, HEALTH={"CRITICAL": False}))
     assert pool_checks() == [(PoolHealthCheck, {"alias": "critical"})]
-    assert repr(PoolHealthCheck(alias="critical")) == "PoolHealthCheck(alias='critical')"
+    assert repr(PoolHealthCheck(alias="critical")) == "Pool critical"
 
 
 def test_healthy_pools_give_200_and_no_secret(client: Client, postgres: PostgresCluster,
@@ -62,8 +62,8 @@ def test_healthy_pools_give_200_and_no_secret(client: Client, postgres: Postgres
     })
     response = client.get("/health/?format=json")
     assert response.status_code == 200, response.content
-    assert response.json() == {"PoolHealthCheck(alias='warehouse')": "OK",
-                               "PoolHealthCheck(alias='payments')": "OK"}
+    assert response.json() == {"Pool warehouse": "OK",
+                               "Pool payments": "OK"}
     _assert_no_secret(client)
 
 
@@ -79,14 +79,14 @@ def test_stopped_postgres_gives_500_within_health_timeout(
     elapsed = time.monotonic() - start
     assert response.status_code == 500
     assert elapsed < 1.0 + 1.0, elapsed
-    message = response.json()["PoolHealthCheck(alias='warehouse')"]
+    message = response.json()["Pool warehouse"]
     assert message.startswith("Unavailable: "), message
     # Again with no idle client left: opening one fails.
     start = time.monotonic()
     response = client.get("/health/?format=text")
     assert response.status_code == 500
     assert time.monotonic() - start < 2.0
-    assert "PoolHealthCheck(alias='warehouse'): Unavailable" in response.content.decode()
+    assert "Pool warehouse: Unavailable" in response.content.decode()
     _assert_no_secret(client)
 
 
@@ -120,7 +120,7 @@ def test_failing_fast_pool_is_unhealthy(client: Client, postgres: PostgresCluste
     pooled_clients_broken("warehouse")
     response = client.get("/health/?format=json")
     assert response.status_code == 500
-    assert "Unavailable" in response.json()["PoolHealthCheck(alias='warehouse')"]
+    assert "Unavailable" in response.json()["Pool warehouse"]
 
 
 def test_check_bounds_itself_when_the_service_hangs(upstream: UpstreamServer,

@@ -124,6 +124,12 @@ def _cases(postgres: PostgresCluster, upstream: UpstreamServer) -> list[Case]:
         for i, value in enumerate(values):
             cases.append(Case(f"HEALTH.{name}#{i}", {**base, "HEALTH": {name: value}}, True,
                               key.kind == "float" and any(value is v for v in NEVER_A_NUMBER)))
+    for name, key in conf._KEYS_KEYS.items():
+        numeric = key.kind in ("int", "float")
+        values = _values_for(key.minimum, key.maximum) if numeric else _values_for()
+        for i, value in enumerate(values):
+            cases.append(Case(f"KEYS.{name}#{i}", {**base, "KEYS": {name: value}}, True,
+                              numeric and any(value is v for v in NEVER_A_NUMBER)))
     for name in sorted(conf.ENDPOINT_KEYS):
         key = conf._KEYS_BY_NAME[name]
         numeric = key.kind == "int"
@@ -221,7 +227,9 @@ def _use(case: Case) -> None:
 
         asyncio.run(main())
         return
-    with pool.connection() as client:
+    # A keyed pool's client is the one of a key: here, the pool's own base URL again.
+    keyed = {"key": "./"} if case.definition.get("KEYS") is not None else {}
+    with pool.connection(**keyed) as client:
         if backend == PG:
             assert client.execute("select 1").fetchone() == (1,)
         elif backend == TCP:
@@ -278,7 +286,7 @@ def _use_process_setting(setting: conf.ProcessSetting, value: Any) -> None:
         try:
             assert os.getpid() in [w["pid"] for w in shared_status.read()]
         finally:
-            shared_status._withdraw_cache(value["CACHE"], shared_status._HOST, os.getpid())
+            shared_status._withdraw_cache(value["CACHE"], shared_status.host_id(), os.getpid())
     elif name == "POOLED_CLIENTS_SHARED_STATUS_MAX_AGE":
         assert shared_status._max_age() == float(value)
 
@@ -319,8 +327,8 @@ def test_a_misconfigured_pool_does_not_take_the_urlconf_or_health_down(
     response = client.get("/health/?format=json")
     assert response.status_code == 500
     body = response.json()
-    assert body["PoolHealthCheck(alias='good')"] == "OK"
-    assert "misconfigured" in body["PoolHealthCheck(alias='bad')"]
+    assert body["Pool good"] == "OK"
+    assert "misconfigured" in body["Pool bad"]
 
 
 @pytest.mark.django_db

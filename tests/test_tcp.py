@@ -3,6 +3,7 @@ name, client certificates), keepalive, connect timeout and peer-closed detection
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -337,3 +338,74 @@ def wait_readable_poll(sock: socket.socket, timeout: float = 2.0) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(timeout * 1000))
+
+
+_PROMPT_PROBE = """
+import sys
+from pooled_clients.backends.tcp import TCPBackend
+from pooled_clients.core import PoolSettings
+from pooled_clients.pool import Pool
+
+host, port, cafile, certfile, keyfile = sys.argv[1:6]
+backend = TCPBackend("tls", {"host": host, "port": int(port), "tls": {
+    "cafile": cafile, "certfile": certfile, "keyfile": keyfile}})
+pool = Pool("tls", backend, PoolSettings(timeout=5.0, connect_retries=0))
+try:
+    pool.acquire()
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, exc, flush=True)
+"""
+
+
+def test_an_encrypted_key_without_a_pass_phrase_never_prompts_on_the_terminal(
+        tls_certs: Certs, tmp_path: Any) -> None:
+    """Inside a terminal (``runserver``), OpenSSL would ask for the pass phrase and the
+    creation thread would wait for an answer forever: it must fail with the reason."""
+    import os
+    import pty
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(tls_certs.client_key.read_bytes(), None)
+    encrypted = tmp_path / "client-encrypted.key"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key-pass-phrase")))
+    with EchoServer(tls_certs.server_context(require_client_cert=True)) as server:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child has the pseudo-terminal as its controlling terminal
+            os.execv(sys.executable, [sys.executable, "-c", _PROMPT_PROBE, "localhost",
+                                      str(server.port), str(tls_certs.ca_cert),
+                                      str(tls_certs.client_cert), str(encrypted)])
+        output = b""
+        deadline = time.monotonic() + 20
+        try:
+            # Read until the child exits (the terminal then reports EOF or EIO).
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if ready:
+                    try:
+                        chunk = os.read(fd, 4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    output += chunk
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(fd)
+        text = output.decode(errors="replace")
+        assert "pass phrase" not in text.lower().split("refused")[0], text
+        assert "REFUSED ClientCreationError" in text and "keyfile_password" in text, text
+        # With the pass phrase given, the client certificate is presented.
+        backend = TCPBackend("tls", {"host": "localhost", "port": server.port, "tls": {
+            "cafile": str(tls_certs.ca_cert), "certfile": str(tls_certs.client_cert),
+            "keyfile": str(encrypted), "keyfile_password": "key-pass-phrase"}})
+        sock = backend.create()
+        try:
+            assert roundtrip(sock) == b"hello"
+        finally:
+            backend.close(sock)

@@ -89,6 +89,7 @@ class AsyncHTTPBackend(AsyncClientBackend["httpx.AsyncClient"]):
 
     discard_on_error = False
     secret_options = HTTPBackend.secret_options
+    shared_attributes = HTTPBackend.shared_attributes
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -192,7 +193,7 @@ class AsyncHTTPBackend(AsyncClientBackend["httpx.AsyncClient"]):
                     f"{response.status_code} from {mask_url(str(response.request.url))}",
                     request=response.request, response=response)
             return
-        parts = urlsplit(self.base_url)
+        parts = urlsplit(str(client.base_url))
         port = parts.port or (443 if parts.scheme == "https" else 80)
         _, writer = await asyncio.open_connection(parts.hostname or "", port)
         writer.close()
@@ -200,12 +201,18 @@ class AsyncHTTPBackend(AsyncClientBackend["httpx.AsyncClient"]):
             await writer.wait_closed()
 
     def describe(self) -> str:
-        """The base URL without credentials, query or fragment."""
+        """The base URL without credentials, query or fragment, on one line."""
         return self._config.describe()
 
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The same secrets as :meth:`HTTPBackend.option_secrets`."""
+        return HTTPBackend.option_secrets(options)
+
     def secrets(self) -> list[str]:
-        """Header values, the auth password and any password in the base URL."""
-        return self._config.secrets()
+        """Header values, the auth password, and the passwords and query values of
+        ``base_url`` and ``health_path``."""
+        return self._config.secrets() + list(self.provided_secrets())
 
     def stats(self) -> dict[str, Any]:
         """Request latency percentiles and error rate (shown on the admin page)."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import difflib
 import hashlib
+import inspect
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from pooled_clients.masking import secrets_in_options
 
 T = TypeVar("T")
 
@@ -16,6 +22,7 @@ __all__ = [
     "MAX_SECONDS",
     "MIN_SECONDS",
     "AsyncClientBackend",
+    "CallableOptionError",
     "ClientBackend",
     "check_number",
     "describe_key_hash",
@@ -26,6 +33,7 @@ __all__ = [
     "span",
     "time_left",
     "unknown_options",
+    "without_callables",
 ]
 
 #: The longest duration any setting or option accepts (one day): a longer wait is a
@@ -36,6 +44,7 @@ MAX_SECONDS = 86400.0
 MIN_SECONDS = 0.1
 
 _deadline = threading.local()
+_provided_lock = threading.Lock()
 
 
 def time_left(default: float) -> float:
@@ -89,9 +98,92 @@ def number_fault(value: object, minimum: float, maximum: float, *,
 
 
 def provided_at_creation(value: object) -> bool:
-    """True for a callable option value: it is called for every client creation, so only
-    its result, not the callable, can be checked."""
-    return callable(value)
+    """True for an option value that is a callable taking no arguments (not a class): it
+    is called for every client creation, so only its result, not the callable, can be
+    checked. A callable that needs arguments (a ``row_factory``, a requests ``AuthBase``)
+    is an option value in its own right and is never called by the pool."""
+    if not callable(value) or isinstance(value, type):
+        return False
+    try:
+        inspect.signature(value).bind()
+    except TypeError:
+        return False  # it needs arguments
+    except ValueError:
+        return True  # no signature to inspect (some builtins): called like any callable
+    return True
+
+
+class CallableOptionError(Exception):
+    """A callable in ``OPTIONS`` raised, or did not return within ``CONNECT_TIMEOUT``: the
+    creation attempt fails with this error (the callable's own exception chained)."""
+
+
+#: A path to a callable value inside OPTIONS: ``("password",)``, ``("headers", "Authorization")``.
+OptionPath = tuple[str, ...]
+
+
+def _provider_paths(options: Mapping[str, Any], never_called: Iterable[str],
+                    prefix: OptionPath = (), depth: int = 0) -> list[OptionPath]:
+    """Where ``options`` holds values called for each creation (top level and inside dicts)."""
+    found: list[OptionPath] = []
+    if depth > 8:  # a dict that contains itself
+        return found
+    for name, value in options.items():
+        if not isinstance(name, str) or (not prefix and name in never_called):
+            continue
+        if provided_at_creation(value):
+            found.append((*prefix, name))
+        elif isinstance(value, Mapping):
+            found += _provider_paths(value, never_called, (*prefix, name), depth + 1)
+    return found
+
+
+def _without(options: Mapping[str, Any], paths: list[OptionPath]) -> dict[str, Any]:
+    """A copy of ``options`` with the values at ``paths`` left out."""
+    result = dict(options)
+    for path in paths:
+        node = result
+        for name in path[:-1]:
+            node[name] = dict(node[name])
+            node = node[name]
+        node.pop(path[-1], None)
+    return result
+
+
+def _with_values(options: Mapping[str, Any], values: dict[OptionPath, Any]) -> dict[str, Any]:
+    """A copy of ``options`` with the value at each path replaced."""
+    result = dict(options)
+    for path, value in values.items():
+        node = result
+        for name in path[:-1]:
+            node[name] = dict(node[name])
+            node = node[name]
+        node[path[-1]] = value
+    return result
+
+
+def _secret_texts(value: object, depth: int = 0) -> list[str]:
+    """The strings in a callable's result (itself, or inside a dict, list or tuple)."""
+    if isinstance(value, str):
+        return [value, *(part for part in value.split() if len(part) >= 6)] if value else []
+    if isinstance(value, bytes):
+        return _secret_texts(value.decode("utf-8", "replace"), depth)
+    if depth < 4 and isinstance(value, Mapping):
+        return [t for v in value.values() for t in _secret_texts(v, depth + 1)]
+    if depth < 4 and isinstance(value, list | tuple):
+        return [t for v in value for t in _secret_texts(v, depth + 1)]
+    return []
+
+
+def without_callables(options: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """For ``check_options``: ``options`` without the values provided at creation (top level
+    or inside dicts), and the top-level names that are provided (present, so not missing)."""
+    paths = _provider_paths(options, ())
+    return _without(options, paths), {path[0] for path in paths}
+
+
+def _label(path: OptionPath) -> str:
+    return "OPTIONS" + "".join(f"[{name!r}]" for name in path)
 
 
 def check_number(options: Mapping[str, Any], name: str, minimum: float, maximum: float, *,
@@ -188,15 +280,136 @@ class ClientBackend(Generic[T]):
 
     #: True for backends whose clients must be used from async code only.
     is_async: ClassVar[bool] = False
-    #: Option names whose values are secrets (masked wherever they are shown).
+    #: Option names whose values are secrets (masked wherever they are shown), besides
+    #: every name holding a secret word anywhere (``access_token``, ``client_secret``,
+    #: ``x-api-key``; see :data:`pooled_clients.masking.SECRET_WORDS`), at any depth.
     secret_options: ClassVar[tuple[str, ...]] = ("password", "token", "secret")
+
+    #: Options whose values may be callables used as they are (factories, hooks): never
+    #: called by the pool, whatever their signature.
+    never_called: ClassVar[frozenset[str]] = frozenset()
+    #: Attributes a backend built for one creation shares with the pool's backend (request
+    #: statistics, say) rather than starting afresh.
+    shared_attributes: ClassVar[tuple[str, ...]] = ()
 
     #: Seconds one creation attempt may take; set by the pool from ``CONNECT_TIMEOUT``.
     _connect_timeout: float = 5.0
+    #: Where OPTIONS holds callables called for each creation (see :meth:`from_options`).
+    providers: tuple[OptionPath, ...] = ()
+    #: OPTIONS as given, callables included (set by :meth:`from_options`).
+    _given_options: dict[str, Any]
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         self.alias = alias
         self.options: dict[str, Any] = dict(options)
+
+    @classmethod
+    def from_options(cls, alias: str, options: Mapping[str, Any]) -> Self:
+        """Build the pool's backend from OPTIONS that may hold callables.
+
+        Each value that is a callable taking no arguments (at the top level or inside a
+        dict such as ``headers``) is called for every client creation: ``__init__`` sees the
+        OPTIONS without them (for :meth:`describe`, :meth:`check` and the like), and each
+        creation builds a backend of the same class from the values the callables returned
+        (:meth:`creation_backend`). Without callables this is ``cls(alias, options)``.
+        """
+        paths = _provider_paths(options, cls.never_called)
+        if not paths:
+            return cls(alias, options)
+        backend = cls(alias, _without(options, paths))
+        backend.providers = tuple(paths)
+        backend._given_options = dict(options)
+        return backend
+
+    def creation_backend(self) -> Self:
+        """The backend that creates the next client: this one, or, when OPTIONS holds
+        callables, one built from their results. Each callable is called once, in a
+        helper thread bounded by ``connect_timeout`` (the rest of it is left for the
+        connection); one that raises or does not return is a :class:`CallableOptionError`.
+        """
+        if not self.providers:
+            return self
+        start = time.monotonic()
+        timeout = self.connect_timeout
+        try:
+            values = self._resolving().result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise self._too_slow(timeout) from None
+        return self._built_from(values, timeout - (time.monotonic() - start))
+
+    async def acreation_backend(self) -> Self:
+        """:meth:`creation_backend` for async code: the callables run in a helper thread,
+        never on the event loop."""
+        if not self.providers:
+            return self
+        start = time.monotonic()
+        timeout = self._connect_timeout
+        try:
+            values = await asyncio.wait_for(asyncio.wrap_future(self._resolving()), timeout)
+        except TimeoutError:
+            raise self._too_slow(timeout) from None
+        return self._built_from(values, timeout - (time.monotonic() - start))
+
+    def _resolving(self) -> concurrent.futures.Future[dict[OptionPath, Any]]:
+        """Call every callable once, in order, in a daemon thread: a callable that hangs
+        holds that thread, never the pool's."""
+        future: concurrent.futures.Future[dict[OptionPath, Any]] = concurrent.futures.Future()
+
+        def run() -> None:
+            values: dict[OptionPath, Any] = {}
+            for path in self.providers:
+                node: Any = self._given_options
+                for name in path:
+                    node = node[name]
+                try:
+                    values[path] = node()
+                except BaseException as exc:
+                    from pooled_clients.masking import mask_exception
+
+                    error = CallableOptionError(
+                        f"the callable at {_label(path)} raised "
+                        f"{mask_exception(exc, [*self.secrets(), *self.provided_secrets()])}")
+                    error.__cause__ = exc
+                    future.set_exception(error)
+                    return
+                self._remember(_secret_texts(values[path]))
+            future.set_result(values)
+
+        threading.Thread(target=run, daemon=True,
+                         name=f"pooled_clients-options-{self.alias}").start()
+        return future
+
+    def _too_slow(self, timeout: float) -> CallableOptionError:
+        names = ", ".join(_label(path) for path in self.providers)
+        return CallableOptionError(f"the callable(s) at {names} did not return within "
+                                   f"CONNECT_TIMEOUT ({max(0.0, timeout):.3g}s)")
+
+    def _built_from(self, values: dict[OptionPath, Any], remaining: float) -> Self:
+        backend = type(self)(self.alias, _with_values(self._given_options, values))
+        backend._connect_timeout = max(0.001, remaining)
+        for name in self.shared_attributes:
+            setattr(backend, name, getattr(self, name))
+        # What the built backend counts as secret (a password inside a conninfo that a
+        # callable returned) is masked in whatever the pool renders from now on.
+        self._remember(backend.secrets())
+        return backend
+
+    def _remember(self, texts: Iterable[str]) -> None:
+        with _provided_lock:
+            provided = self.__dict__.setdefault("_provided", deque(maxlen=64))
+            for text in texts:
+                if text and text not in provided:
+                    provided.append(text)
+
+    def provided(self, name: str) -> bool:
+        """Whether option ``name`` is a callable called for each creation (for
+        :meth:`describe`, which cannot show its value)."""
+        return (name,) in self.providers
+
+    def provided_secrets(self) -> tuple[str, ...]:
+        """What the callables in OPTIONS returned lately: masked like any secret."""
+        provided = self.__dict__.get("_provided")
+        return tuple(provided) if provided else ()
 
     @property
     def connect_timeout(self) -> float:
@@ -231,6 +444,14 @@ class ClientBackend(Generic[T]):
         """The target people see: host, port, database, user; never a secret."""
         return type(self).__name__
 
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        """Stand-ins for the options a key supplies (a TCP host and port), so that the
+        options of a keyed pool, which may leave them out, can be checked and a backend
+        built from them to answer :meth:`key_options` and :meth:`describe_key`. Override
+        with what a key of this backend supplies."""
+        return {}
+
     def key_options(self, key: Any) -> dict[str, Any]:
         """Options for the clients of ``key`` in a keyed pool, merged over the pool's.
 
@@ -245,13 +466,17 @@ class ClientBackend(Generic[T]):
         a secret (an API key). Override to show a key that is safe to show (a host name)."""
         return describe_key_hash(key)
 
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """Literal secret values in ``options``, found without building a backend (the
+        system checks mask their messages with them): every string, number or bytes value
+        inside an option, or a nested key, whose name is secret."""
+        return secrets_in_options(options, cls.secret_options)
+
     def secrets(self) -> list[str]:
-        """Literal secret values to mask in any text the project renders."""
-        found: list[str] = []
-        for key, value in self.options.items():
-            if isinstance(value, str) and any(word in key.lower() for word in self.secret_options):
-                found.append(value)
-        return found
+        """Literal secret values to mask in any text the project renders, including what
+        callables in OPTIONS returned (:meth:`provided_secrets`)."""
+        return type(self).option_secrets(self.options) + list(self.provided_secrets())
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r} target={self.describe()!r}>"

@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pooled_clients.aio import AsyncClientBackend
 from pooled_clients.backends.base import (
+    AsyncClientBackend,
     ClientBackend,
     describe_key_hash,
     time_left,
     unknown_options,
+    without_callables,
 )
-from pooled_clients.masking import mask_text
+from pooled_clients.masking import mask_text, printable
 
 if TYPE_CHECKING:
     import grpc
@@ -60,6 +61,7 @@ class _GRPCConfig:
     """Parsing, validation, description and keys shared by the sync and async backends."""
 
     options: dict[str, Any]
+    provided_secrets: Callable[[], tuple[str, ...]]
     secret_options: ClassVar[tuple[str, ...]] = ("password", "token", "secret", "metadata")
 
     def _parse(self, options: Mapping[str, Any]) -> None:
@@ -84,8 +86,10 @@ class _GRPCConfig:
         if importlib.util.find_spec("grpc") is None:
             return [_INSTALL_HINT]
         problems = unknown_options(options, OPTION_NAMES)
+        # A callable is checked by what it returns, at each creation.
+        options, provided = without_callables(options)
         target = options.get("target")
-        if not isinstance(target, str) or not target:
+        if "target" not in provided and (not isinstance(target, str) or not target):
             problems.append("'target' is required; expected a gRPC target such as "
                             "'authz.internal:50051'.")
         tls = options.get("tls", False)
@@ -169,7 +173,7 @@ class _GRPCConfig:
         found = [value for _, value in self.metadata if value]
         for _, value in self.metadata:
             found.extend(part for part in value.split() if len(part) >= 6)
-        return found
+        return found + list(self.provided_secrets())
 
     def key_options(self, key: Any) -> dict[str, Any]:
         """A key is a target (``"host:port"``, ``"dns:///host:443"``) or ``(host, port)``."""
@@ -184,7 +188,7 @@ class _GRPCConfig:
     def describe_key(self, key: Any) -> str:
         """The key's target (targets carry no credentials)."""
         try:
-            return mask_text(self.key_options(key)["target"])
+            return printable(self.key_options(key)["target"])
         except ValueError:
             return describe_key_hash(key)
 

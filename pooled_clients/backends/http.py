@@ -30,7 +30,7 @@ from pooled_clients.backends.base import (
     time_left,
     unknown_options,
 )
-from pooled_clients.masking import mask_url
+from pooled_clients.masking import mask_url, secret_strings, secrets_in_options, url_secrets
 from pooled_clients.stats import WaitWindow
 
 __all__ = ["HTTPBackend", "PooledSession"]
@@ -177,10 +177,13 @@ class HTTPBackend(ClientBackend[PooledSession]):
     #: A failed request leaves the session usable: urllib3 drops broken connections.
     discard_on_error = False
     secret_options = ("password", "token", "secret", "auth", "headers")
+    #: Every session of the pool adds to the same request statistics.
+    shared_attributes = ("request_stats",)
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
-        parts = urlsplit(str(options["base_url"]))
+        # Absent when a callable provides it at each creation.
+        parts = urlsplit(str(options.get("base_url", "")))
         # A base path always ends with "/" so that relative URLs are appended to it.
         path = parts.path if parts.path.endswith("/") else parts.path + "/"
         self.base_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
@@ -305,25 +308,60 @@ class HTTPBackend(ClientBackend[PooledSession]):
                     f"{response.status_code} from {mask_url(client.url_for(self.health_path))}"
                 )
             return
-        parts = urlsplit(self.base_url)
+        parts = urlsplit(client.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         with socket.create_connection((parts.hostname or "", port), timeout=timeout):
             pass
 
     def describe(self) -> str:
-        """The base URL without credentials, query or fragment."""
+        """The base URL without credentials, query or fragment, on one line."""
+        if self.provided("base_url"):
+            return "(base_url provided by a callable)"
         return mask_url(self.base_url)
 
-    def secrets(self) -> list[str]:
-        """Header values, the auth password and any password in the base URL."""
-        found = [value for value in self.headers.values() if value]
-        for value in self.headers.values():
-            found.extend(part for part in value.split() if len(part) >= 6)
-        if isinstance(self.auth, tuple) and len(self.auth) == 2:
-            found.append(str(self.auth[1]))
-        password = urlsplit(self.base_url).password
-        if password:
-            found.append(password)
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        """A key may be an absolute URL: ``base_url`` may then be left out."""
+        return {"base_url": "http://localhost/"}
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is an absolute URL, or a path appended to ``base_url``'s path."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("an HTTP key is a URL or a path")
+        parts = urlsplit(key)
+        if parts.scheme:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("an HTTP key URL must be http:// or https:// with a host")
+            return {"base_url": key}
+        if "base_url" not in self.options:
+            raise ValueError("a path key needs base_url in OPTIONS")
+        return {"base_url": urljoin(self.base_url, key.lstrip("/"))}
+
+    def describe_key(self, key: Any) -> str:
+        """The key's URL without credentials or query (where tokens travel)."""
+        try:
+            return mask_url(self.key_options(key)["base_url"])
+        except ValueError:
+            return super().describe_key(key)
+
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """Header values (and their words), the auth password, the password and query
+        values of ``base_url`` and ``health_path``, and every secret-named option."""
+        found = secrets_in_options({k: v for k, v in options.items() if k != "auth"},
+                                   cls.secret_options)
+        headers = options.get("headers")
+        if isinstance(headers, Mapping):
+            for value in headers.values():
+                if isinstance(value, str):
+                    found.extend(part for part in value.split() if len(part) >= 6)
+        auth = options.get("auth")
+        if isinstance(auth, list | tuple):
+            found += secret_strings(list(auth)[1:])  # the user name is no secret
+        elif auth is not None:
+            found += secret_strings(getattr(auth, "password", None))
+        found += url_secrets(options.get("base_url"))
+        found += url_secrets(options.get("health_path"))
         return found
 
     def stats(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pooled_clients.backends.base import (
     time_left,
     unknown_options,
 )
+from pooled_clients.masking import printable, url_secrets
 
 if TYPE_CHECKING:
     import psycopg
@@ -252,7 +253,21 @@ def _require_idle(client: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
         raise psycopg.OperationalError(f"the connection is not idle ({state})")
 
 
-class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
+class _PostgresKeys:
+    """What a key means to both PostgreSQL backends (keyed pools)."""
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is a conninfo (``"dbname=tenant_7"``, a ``postgresql://`` URL) or the items
+        of a dict of connect keywords (``frozenset({"dbname": "t7"}.items())``: a dict is not
+        hashable), merged over the pool's OPTIONS."""
+        return _postgres_key_options(key)
+
+    def describe_key(self, key: Any) -> str:
+        """``user@host:port/dbname`` of the key, never its password."""
+        return _describe_postgres_key(key)
+
+
+class PostgresBackend(_PostgresKeys, ClientBackend["psycopg.Connection[Any]"]):
     """A pool of ``psycopg.Connection`` objects.
 
     Returned inside a transaction: rolled back. Broken, closed or returned mid-query:
@@ -261,6 +276,8 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
 
     #: The reset decides: an exception in the block leaves a transaction to roll back.
     discard_on_error = False
+    #: Factories psycopg calls itself: never called by the pool for a value.
+    never_called = PSYCOPG_KEYWORDS
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -354,14 +371,22 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
     # ------------------------------------------------------------------ presentation
 
     def describe(self) -> str:
-        """``postgresql://user@host:port/dbname`` without the password."""
+        """``postgresql://user@host:port/dbname`` without the password, on one line."""
+        if self.provided("conninfo"):
+            return "(conninfo provided by a callable)"
         params = self._params
         host = params.get("host") or params.get("hostaddr") or "local socket"
         port = params.get("port")
         user = str(params.get("user") or "")
         dbname = params.get("dbname")
         target = f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
-        return f"{target}/{dbname}" if dbname else target
+        return printable(f"{target}/{dbname}" if dbname else target)
+
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The password(s) in ``conninfo`` (URL or keywords, parsed or not) and every
+        secret-named option (``password``, ``sslpassword``, ...)."""
+        return conninfo_secrets(options.get("conninfo")) + super().option_secrets(options)
 
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""
@@ -369,7 +394,35 @@ class PostgresBackend(ClientBackend["psycopg.Connection[Any]"]):
         return found + super().secrets()
 
 
-class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
+# A password keyword and everything after it: when libpq cannot parse a conninfo it may
+# quote any piece of it, and an unquoted password with spaces is several pieces.
+_PASSWORD_TAIL_RE = re.compile(r"(?:ssl)?password\s*=\s*(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
+
+
+def conninfo_secrets(conninfo: object) -> list[str]:
+    """Passwords in a conninfo string: parsed when libpq accepts it, else the text after
+    each ``password=`` (whole, and word by word up to the next ``name=``)."""
+    if not isinstance(conninfo, str) or not conninfo:
+        return []
+    # A URL's query holds libpq parameters: only its password ones are secrets (below).
+    found = url_secrets(conninfo.split("?", 1)[0]) if "://" in conninfo else []
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(conninfo)
+    except Exception:
+        params = {}
+        for match in _PASSWORD_TAIL_RE.finditer(conninfo):
+            rest = match["rest"].strip()
+            found.append(rest)
+            for word in rest.split():
+                if "=" in word:
+                    break
+                found.append(word.strip("'\""))
+    return found + [str(params[key]) for key in _SECRET_PARAMS if params.get(key)]
+
+
+class AsyncPostgresBackend(_PostgresKeys, AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     """A pool of ``psycopg.AsyncConnection`` objects, for async code only.
 
     The same ``OPTIONS`` and behaviour as :class:`PostgresBackend`: returned inside a
@@ -377,6 +430,7 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
     """
 
     discard_on_error = False
+    never_called = PSYCOPG_KEYWORDS
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
@@ -437,6 +491,40 @@ class AsyncPostgresBackend(AsyncClientBackend["psycopg.AsyncConnection[Any]"]):
         """``postgresql://user@host:port/dbname`` without the password."""
         return self._parsed.describe()
 
+    @classmethod
+    def option_secrets(cls, options: Mapping[str, Any]) -> list[str]:
+        """The same secrets as :meth:`PostgresBackend.option_secrets`."""
+        return PostgresBackend.option_secrets(options)
+
     def secrets(self) -> list[str]:
         """The password(s) in conninfo or OPTIONS."""
-        return self._parsed.secrets()
+        return self._parsed.secrets() + list(self.provided_secrets())
+
+
+def _postgres_key_options(key: Any) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    if isinstance(key, str) and key:
+        try:
+            return dict(conninfo_to_dict(key))
+        except Exception as exc:
+            raise ValueError(f"the key is not a valid conninfo ({type(exc).__name__})") from None
+    if isinstance(key, frozenset | tuple) and all(
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            for item in key):
+        return dict(key)
+    raise ValueError("a PostgreSQL key is a conninfo string or the items of a dict of connect "
+                     "keywords")
+
+
+def _describe_postgres_key(key: Any) -> str:
+    from pooled_clients.backends.base import describe_key_hash
+
+    try:
+        params = _postgres_key_options(key)
+    except ValueError:
+        return describe_key_hash(key)
+    user, host, port = params.get("user"), params.get("host"), params.get("port")
+    where = f"{host}{':' + str(port) if port else ''}" if host else ""
+    text = f"{user + '@' if user else ''}{where}/{params.get('dbname') or ''}"
+    return text if text != "/" else describe_key_hash(key)

@@ -26,8 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pooled_clients.aio import AsyncClientBackend
-from pooled_clients.backends.base import ClientBackend, describe_key_hash, time_left
+from pooled_clients.backends.base import (
+    AsyncClientBackend,
+    ClientBackend,
+    describe_key_hash,
+    time_left,
+    without_callables,
+)
 from pooled_clients.masking import mask_url
 
 if TYPE_CHECKING:
@@ -193,6 +198,7 @@ class _RedisConfig:
     """Parsing, validation, description and keys shared by the sync and async backends."""
 
     options: dict[str, Any]
+    provided_secrets: Callable[[], tuple[str, ...]]
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -210,6 +216,8 @@ class _RedisConfig:
         ]
         problems.extend(f"{name!r} is set by the pool (one connection per client); remove it."
                         for name in _MANAGED if name in options)
+        # A callable is checked by what it returns, at each creation.
+        options, _ = without_callables(options)
         url = options.get("url")
         if url is not None:
             if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
@@ -290,7 +298,7 @@ class _RedisConfig:
             password = urlsplit(url).password
             if password:
                 found.append(password)
-        return found
+        return found + list(self.provided_secrets())
 
     def key_options(self, key: Any) -> dict[str, Any]:
         """A database number selects ``db`` (also over the database of ``url``); a

@@ -34,11 +34,13 @@ from pooled_clients.backends.base import (
     show,
     unknown_options,
 )
+from pooled_clients.masking import printable
 
 __all__ = ["TCPBackend"]
 
 OPTION_NAMES = ("host", "port", "tls", "keepalive", "timeout")
-TLS_OPTION_NAMES = ("cafile", "certfile", "keyfile", "server_hostname", "verify")
+TLS_OPTION_NAMES = ("cafile", "certfile", "keyfile", "keyfile_password", "server_hostname",
+                    "verify")
 
 
 class PeerClosedError(ConnectionError):
@@ -55,8 +57,9 @@ class TCPBackend(ClientBackend[socket.socket]):
 
     def __init__(self, alias: str, options: Mapping[str, Any]) -> None:
         super().__init__(alias, options)
-        self.host = str(options["host"])
-        self.port = int(options["port"])
+        # Absent when a callable provides them at each creation.
+        self.host = str(options.get("host", ""))
+        self.port = int(options.get("port", 0))
         self.keepalive = bool(options.get("keepalive", True))
         self.timeout: float | None = (
             float(options["timeout"]) if options.get("timeout") is not None else None
@@ -104,7 +107,7 @@ class TCPBackend(ClientBackend[socket.socket]):
                 problems.append(f"'tls' has unknown key {show(name)}; expected one of "
                                 f"{', '.join(TLS_OPTION_NAMES)}."
                                 f"{did_you_mean(name, TLS_OPTION_NAMES)}")
-        for name in ("cafile", "certfile", "keyfile", "server_hostname"):
+        for name in ("cafile", "certfile", "keyfile", "keyfile_password", "server_hostname"):
             value = tls.get(name)
             if value is not None and not provided_at_creation(value) and (
                     not isinstance(value, str) or not value):
@@ -122,14 +125,7 @@ class TCPBackend(ClientBackend[socket.socket]):
         """The client-side TLS context, built on first use (files are read then)."""
         with self._context_lock:
             if self._context is None:
-                tls = self.tls_options or {}
-                context = ssl.create_default_context(cafile=tls.get("cafile"))
-                if not tls.get("verify", True):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if tls.get("certfile"):
-                    context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
-                self._context = context
+                self._context = client_tls_context(self.tls_options or {})
             return self._context
 
     def create(self) -> socket.socket:
@@ -221,10 +217,78 @@ class TCPBackend(ClientBackend[socket.socket]):
             raise PeerClosedError("the peer closed the connection")
         raise PeerClosedError("unread TLS application data was waiting on the socket")
 
+    # ------------------------------------------------------------------ keys
+
+    @classmethod
+    def keyed_placeholders(cls) -> dict[str, Any]:
+        """A key supplies the host and port."""
+        return {"host": "localhost", "port": 1}
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        """A key is ``(host, port)`` or ``"host:port"`` (``"[::1]:5432"`` for IPv6)."""
+        host, port = _address(key)
+        return {"host": host, "port": port}
+
+    def describe_key(self, key: Any) -> str:
+        """``host:port``: an address is no secret."""
+        try:
+            host, port = _address(key)
+        except ValueError:
+            return super().describe_key(key)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     # ------------------------------------------------------------------ presentation
 
     def describe(self) -> str:
-        """``tcp://host:port`` or ``tls://host:port``."""
+        """``tcp://host:port`` or ``tls://host:port``, on one line."""
         scheme = "tcp" if self.tls_options is None else "tls"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
+        if self.provided("host"):
+            host = "(host provided by a callable)"
+        port = "(port provided by a callable)" if self.provided("port") else self.port
+        return printable(f"{scheme}://{host}:{port}")
+
+
+def _address(key: Any) -> tuple[str, int]:
+    """``(host, port)`` from a key of a keyed TCP pool; ``ValueError`` when it is neither
+    a ``(host, port)`` pair nor a ``"host:port"`` string."""
+    if isinstance(key, tuple) and len(key) == 2:
+        host, port = key
+    elif isinstance(key, str) and ":" in key:
+        host, _, port = key.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+    else:
+        raise ValueError("a TCP key is (host, port) or 'host:port'")
+    if not isinstance(host, str) or not host:
+        raise ValueError("a TCP key's host must be a non-empty string")
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise ValueError("a TCP key's port must be a number") from None
+    if isinstance(port, bool) or not 1 <= number <= 65535:
+        raise ValueError("a TCP key's port must be from 1 to 65535")
+    return host, number
+
+
+def client_tls_context(tls: Mapping[str, Any]) -> ssl.SSLContext:
+    """A client TLS context from a ``tls`` dict (``cafile``, ``certfile``, ``keyfile``,
+    ``keyfile_password``, ``verify``); shared by every backend that speaks TLS itself.
+
+    An encrypted private key without ``keyfile_password`` is refused with an error saying
+    so: OpenSSL would otherwise ask for the pass phrase on the terminal, and a creation
+    thread inside ``runserver`` would wait for an answer forever."""
+    context = ssl.create_default_context(cafile=tls.get("cafile"))
+    if not tls.get("verify", True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.get("certfile"):
+        password = tls.get("keyfile_password")
+        context.load_cert_chain(tls["certfile"], tls.get("keyfile"),
+                                password=password if password is not None else _no_pass_phrase)
+    return context
+
+
+def _no_pass_phrase() -> str:
+    raise ssl.SSLError("the TLS private key is encrypted and no tls['keyfile_password'] was "
+                       "given")

@@ -24,18 +24,19 @@ import inspect
 import ipaddress
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
-from pooled_clients.aio import AsyncClientBackend
 from pooled_clients.backends.base import (
+    AsyncClientBackend,
     ClientBackend,
     describe_key_hash,
     time_left,
     unknown_options,
+    without_callables,
 )
-from pooled_clients.backends.tcp import TLS_OPTION_NAMES, TCPBackend
+from pooled_clients.backends.tcp import TLS_OPTION_NAMES, TCPBackend, client_tls_context
 from pooled_clients.masking import mask_url
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class _WebSocketConfig:
     """Parsing, validation, description and keys shared by the sync and async backends."""
 
     options: dict[str, Any]
+    provided_secrets: Callable[[], tuple[str, ...]]
     secret_options: ClassVar[tuple[str, ...]] = ("password", "token", "secret", "headers")
     _connect_timeout: float
 
@@ -102,10 +104,14 @@ class _WebSocketConfig:
         if importlib.util.find_spec("websockets") is None:
             return [_INSTALL_HINT]
         problems = unknown_options(options, OPTION_NAMES)
+        # A callable is checked by what it returns, at each creation.
+        options, provided = without_callables(options)
         url, base_url = options.get("url"), options.get("base_url")
-        if url is not None and base_url is not None:
+        has_url, has_base = url is not None or "url" in provided, (
+            base_url is not None or "base_url" in provided)
+        if has_url and has_base:
             problems.append("'url' and 'base_url' are both set; give one.")
-        elif url is None and base_url is None:
+        elif not has_url and not has_base:
             problems.append("'url' (or 'base_url' with keys as paths) is required; expected a "
                             "ws:// or wss:// URL.")
         for name, value in (("url", url), ("base_url", base_url)):
@@ -148,14 +154,7 @@ class _WebSocketConfig:
             return None
         with self._context_lock:
             if self._context is None:
-                tls = self.tls_options
-                context = ssl.create_default_context(cafile=tls.get("cafile"))
-                if not tls.get("verify", True):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if tls.get("certfile"):
-                    context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
-                self._context = context
+                self._context = client_tls_context(self.tls_options)
             return self._context
 
     def _connect_kwargs(self, open_timeout: float) -> dict[str, Any]:
@@ -194,7 +193,7 @@ class _WebSocketConfig:
         query = urlsplit(self.url).query
         if query:
             found.append(query)
-        return found
+        return found + list(self.provided_secrets())
 
     def key_options(self, key: Any) -> dict[str, Any]:
         """A path joined to ``base_url`` (or ``url``), or an absolute ``ws://`` URL."""

@@ -10,13 +10,14 @@ from typing import Any
 from pooled_clients import lifecycle
 from pooled_clients.gunicorn import child_exit as _child_exit
 from pooled_clients.gunicorn import post_fork as post_fork
+from pooled_clients.gunicorn import post_worker_init as post_worker_init
 from pooled_clients.gunicorn import worker_exit as _worker_exit
 
 STATE = Path(os.environ["LIFECYCLE_STATE_DIR"])
 WARM_MASTER = os.environ.get("LIFECYCLE_WARM_MASTER") == "1"
 
 bind = os.environ["LIFECYCLE_BIND"]
-workers = 3
+workers = int(os.environ.get("LIFECYCLE_WORKERS", "3"))
 worker_class = "sync"
 graceful_timeout = int(os.environ.get("LIFECYCLE_GRACE", "5"))
 timeout = 30

@@ -2,6 +2,7 @@ import os
 import time
 
 from django.contrib import admin
+from django.contrib.staticfiles.views import serve as serve_static
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
@@ -24,6 +25,9 @@ def work(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health),
-    path("work/", work),
+    path("work/", work, name="work"),
+    path("slow/", work, name="slow"),
     path("metrics", metrics_view),
+    # gunicorn serves no static files: the pages are styled as in production.
+    path("static/<path:path>", serve_static, {"insecure": True}),
 ]

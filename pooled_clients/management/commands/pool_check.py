@@ -8,8 +8,11 @@ alone keeps exit 0).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pooled_clients import conf
 from pooled_clients.core import ClientPool
 from pooled_clients.handler import pools
-from pooled_clients.masking import mask_text
+from pooled_clients.masking import mask_text, printable
 
 
 class Command(BaseCommand):
@@ -38,8 +41,8 @@ class Command(BaseCommand):
         aliases: list[str] = options["aliases"] or list(definitions)
         unknown = [a for a in aliases if a not in definitions]
         if unknown:
-            known = ", ".join(definitions) or "none"
-            raise CommandError(f"Unknown pool alias(es): {', '.join(unknown)} "
+            known = ", ".join(map(printable, definitions)) or "none"
+            raise CommandError(f"Unknown pool alias(es): {', '.join(map(printable, unknown))} "
                                f"(configured: {known}).", returncode=2)
         if options["workers"] < 1:
             raise CommandError("--workers must be at least 1.", returncode=2)
@@ -47,7 +50,7 @@ class Command(BaseCommand):
                   if not self._check(alias, definitions[alias], options)]
         if failed:
             raise CommandError(f"{len(failed)} of {len(aliases)} pool(s) failed: "
-                               f"{', '.join(failed)}.", returncode=1)
+                               f"{', '.join(map(printable, failed))}.", returncode=1)
         self.stdout.write(self.style.SUCCESS(f"{len(aliases)} pool(s) OK."))
 
     def _check(self, alias: str, definition: Any, options: dict[str, Any]) -> bool:
@@ -56,19 +59,23 @@ class Command(BaseCommand):
             pool = pools[alias]
         except ImproperlyConfigured as exc:
             self.stdout.write(self.style.ERROR(
-                f"{alias}: FAILED: misconfigured: {mask_text(str(exc))}"))
+                f"{printable(alias)}: FAILED: misconfigured: {printable(mask_text(str(exc)))}"))
             return False
         timeout = options["timeout"] if options["timeout"] is not None else parsed.health_timeout
         start = time.monotonic()
         try:
-            pool.check(timeout=timeout)
+            # The FAILED line below says why, once: the pool's own warnings would repeat it.
+            with _quiet_pool_logs():
+                pool.check(timeout=timeout)
         except Exception as exc:
-            reason = pool.mask(str(exc)) or type(exc).__name__
+            reason = printable(pool.mask(str(exc))) or type(exc).__name__
             self.stdout.write(self.style.ERROR(
-                f"{alias}: FAILED ({pool.target}): {type(exc).__name__}: {reason}"))
+                f"{printable(alias)}: FAILED ({printable(pool.target)}): "
+                f"{type(exc).__name__}: {reason}"))
             return False
         elapsed_ms = (time.monotonic() - start) * 1000
-        self.stdout.write(f"{alias}: OK ({pool.target}, {elapsed_ms:.0f} ms)")
+        self.stdout.write(f"{printable(alias)}: OK ({printable(pool.target)}, "
+                          f"{elapsed_ms:.0f} ms)")
         if _is_postgres(pool):
             self._report_max_connections(pool, timeout, options["workers"])
         return True
@@ -80,18 +87,30 @@ class Command(BaseCommand):
             max_connections = int(row[0])
         except Exception as exc:
             self.stdout.write(self.style.WARNING(
-                f"{pool.alias}: could not read max_connections: {type(exc).__name__}"))
+                f"{printable(pool.alias)}: could not read max_connections: "
+                f"{type(exc).__name__}"))
             return
         max_size = pool.stats().max_size
         needed = max_size * workers
-        line = (f"{pool.alias}: server max_connections {max_connections}; MAX_SIZE {max_size} "
-                f"x {workers} worker(s) = {needed}")
+        line = (f"{printable(pool.alias)}: server max_connections {max_connections}; "
+                f"MAX_SIZE {max_size} x {workers} worker(s) = {needed}")
         if needed > max_connections:
             self.stdout.write(self.style.WARNING(
                 f"WARNING {line} exceeds it: lower MAX_SIZE, use fewer workers, or put "
                 "PgBouncer in front."))
         else:
             self.stdout.write(line)
+
+
+@contextlib.contextmanager
+def _quiet_pool_logs() -> Iterator[None]:
+    logger = logging.getLogger("pooled_clients")
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
 
 
 def _is_postgres(pool: ClientPool[Any]) -> bool:

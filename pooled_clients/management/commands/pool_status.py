@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import NoReverseMatch, reverse
 
 from pooled_clients import conf
-from pooled_clients.views import status_data
+from pooled_clients.masking import printable
+from pooled_clients.status_data import status_data
 
 COLUMNS = (
     ("alias", "ALIAS"), ("state", "STATE"), ("size", "SIZE"), ("idle", "IDLE"),
@@ -31,7 +32,8 @@ class Command(BaseCommand):
         aliases: list[str] = options["aliases"]
         unknown = [a for a in aliases if a not in conf.pool_definitions()]
         if unknown:
-            raise CommandError(f"Unknown pool alias(es): {', '.join(unknown)}.", returncode=2)
+            raise CommandError(f"Unknown pool alias(es): {', '.join(map(printable, unknown))}.",
+                               returncode=2)
         # A one-off command is not a worker: it shows the others without publishing itself.
         data = status_data(publish_self=False)
         if aliases:
@@ -42,23 +44,33 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(data, indent=2, default=str))
             return
-        self.stdout.write(f"host {data['host']} pid {data['pid']}")
+        self.stdout.write(f"host {printable(data['host'])} pid {data['pid']}")
         if data["pools"] or not data.get("misconfigured"):
             self.stdout.write(_table(data["pools"]))
         for pool in data["pools"]:
             if pool["last_error"]:
-                self.stdout.write(f"{pool['alias']}: last error: {pool['last_error']}")
+                self.stdout.write(f"{printable(pool['alias'])}: last error: "
+                                  f"{printable(pool['last_error'])}")
         for bad in data.get("misconfigured", ()):
             if not aliases or bad["alias"] in aliases:
                 self.stdout.write(self.style.ERROR(
-                    f"{bad['alias']}: MISCONFIGURED, not built: {bad['problem']}"))
+                    f"{printable(bad['alias'])}: MISCONFIGURED, not built: "
+                    f"{printable(bad['problem'])}"))
         if "workers" in data:
             self.stdout.write(f"\n{len(data['workers'])} worker(s) publishing:")
+            if data.get("workers_error"):
+                self.stdout.write(f"  {data['workers_error']}")
             for worker in data["workers"]:
-                pools_text = ", ".join(f"{p['alias']} {p['in_use']}/{p['size']}/{p['max_size']}"
-                                       for p in worker["pools"])
-                self.stdout.write(f"  {worker['host']} pid {worker['pid']} "
+                pools_text = ", ".join(
+                    f"{printable(p['alias'])} {p['in_use']}/{p['size']}/{p['max_size']}"
+                    for p in worker["pools"])
+                self.stdout.write(f"  {printable(worker['host'])} pid {worker['pid']} "
                                   f"({worker['age']}s ago): {pools_text}")
+            skipped = data.get("workers_skipped", 0)
+            if skipped:
+                self.stdout.write(f"  skipped {skipped} malformed entr"
+                                  f"{'y' if skipped == 1 else 'ies'} of the shared status "
+                                  "store (written by another version, or tampered with)")
         else:
             self.stdout.write(_own_process_note(data["pid"]))
 
@@ -81,7 +93,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "No pools are configured."
     cells = [[title for _, title in COLUMNS]]
-    cells += [[str(row.get(key, "")) for key, _ in COLUMNS] for row in rows]
+    cells += [[printable(row.get(key, "")) for key, _ in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()

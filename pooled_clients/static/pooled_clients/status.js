@@ -26,7 +26,8 @@
       .then(function (html) {
         target.innerHTML = html;
         dot.className = "pc-dot";
-        text.textContent = "Live: updated " + new Date().toLocaleTimeString();
+        // One clock on the page: the server's, in UTC, inside the fragment.
+        text.textContent = "Live: refreshes every " + Math.round(every / 1000) + " s";
         root.setAttribute("data-refreshes", String((parseInt(root.getAttribute("data-refreshes"), 10) || 0) + 1));
       })
       .catch(function (error) {

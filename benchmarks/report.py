@@ -190,6 +190,15 @@ def _targets(run: Run) -> list[list[str]]:
             ]
         )
     sc = run.scale
+    most = max(sc.keyed, key=lambda k: k["keys"]) if sc and sc.keyed else None
+    if most is not None and "maintenance_cpu" in most:
+        rows.append(
+            [
+                f"maintenance thread with {int(most['keys']):,} idle keys: < 1% of a core",
+                f"{most['maintenance_cpu']:.2%}",
+                _status(most["maintenance_cpu"] < 0.01),
+            ]
+        )
     if sc is not None and sc.maintenance_cpu is not None:
         rows.append(
             [
@@ -427,6 +436,41 @@ def _scale_section(sc: ScaleResults) -> list[str]:
                 ]
             )
     out += _table(["measure", "value"], rows)
+    if sc.keyed:
+        out += [
+            "",
+            "### Keyed pools",
+            "",
+            "A keyed pool (`KEYS`) with N live keys, each holding one idle in-memory client, "
+            "beside a hand-rolled `dict` of N pools; bytes per key over its client's own "
+            "size (tracemalloc), one checkout + return cycling through the keys, and the time "
+            "the keyed pool took to reach N keys.",
+            "",
+        ]
+        krows = [
+            [
+                f"{int(k['keys']):,}",
+                f"{k['keyed_bytes']:,.0f} B",
+                f"{k['dict_bytes']:,.0f} B",
+                f"{k['keyed_us']:,.1f} us",
+                f"{k['dict_us']:,.1f} us",
+                f"{k['keyed_build_s']:.2f} s",
+                f"{k['maintenance_cpu']:.3%}" if "maintenance_cpu" in k else "",
+            ]
+            for k in sc.keyed
+        ]
+        out += _table(
+            [
+                "live keys",
+                "keyed: bytes per key",
+                "dict of pools: bytes per key",
+                "keyed: checkout + return",
+                "dict of pools: checkout + return",
+                "keyed: time to build",
+                "maintenance CPU, idle",
+            ],
+            krows,
+        )
     return out
 
 

@@ -5,7 +5,10 @@
 - the CPU time the maintenance thread spends per second of wall time with ``--pools`` pools
   idle, each started (used once) and holding one idle client;
 - the memory one idle client costs the pool beyond the client's own size (tracemalloc), for
-  a bare Python object and for a ``requests.Session``.
+  a bare Python object and for a ``requests.Session``;
+- for keyed pools, with 1, 100 and 10,000 live keys beside a hand-rolled dict of as many
+  pools: bytes per idle key over its client's own size, and one checkout + return; and the
+  maintenance thread's CPU with the most keys idle.
 
 Each run is a fresh interpreter so that nothing else in the process allocates or runs.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import threading
 import time
@@ -53,17 +57,27 @@ def maintenance_cpu(n: int, seconds: float) -> dict[str, float]:
     ]
     for pool in pools:
         pool.release(pool.acquire())
-    # The thread starts on a pool's first slow-path use; the first checkout of each pool was one.
+    cpu = _idle_cpu(seconds)
+    for pool in pools:
+        pool.close()
+    return {"cpu_per_second": cpu, "pools": float(n)}
+
+
+def _idle_cpu(seconds: float) -> float:
+    """The maintenance thread's CPU seconds per second of wall time while nothing happens.
+
+    The thread starts on a pool's first slow-path use (the first checkout of each pool);
+    the first rounds after the fill are let pass before measuring."""
+    time.sleep(min(1.0, seconds / 4))
     thread = _maintenance_thread()
     assert thread.ident is not None
     clock = time.pthread_getcpuclockid(thread.ident)
-    time.sleep(min(1.0, seconds / 4))  # let the first rounds after the fill pass
     c0, t0 = time.clock_gettime(clock), time.perf_counter()
     time.sleep(seconds)
+    if not thread.is_alive():
+        raise RuntimeError("the maintenance thread died while it was measured")
     c1, t1 = time.clock_gettime(clock), time.perf_counter()
-    for pool in pools:
-        pool.close()
-    return {"cpu_per_second": (c1 - c0) / (t1 - t0), "pools": float(n)}
+    return (c1 - c0) / (t1 - t0)
 
 
 def _traced(build: Callable[[], Any]) -> tuple[int, Any]:
@@ -95,12 +109,92 @@ def memory_per_client(factory: Callable[[], Any], n: int) -> dict[str, float]:
     return {"own": own / n, "pooled": total / n, "overhead": (total - own) / n}
 
 
+class KeyBackend(ClientBackend[Any]):
+    """In-memory clients for any key."""
+
+    def create(self) -> Any:
+        return Bare()
+
+    def key_options(self, key: Any) -> dict[str, Any]:
+        return {}
+
+
+def _per_op(checkout: Callable[[Any], None], keys: list[Any], seconds: float) -> float:
+    """Microseconds per checkout + return, cycling through ``keys`` (at least 20 of them)."""
+    n, i, count = len(keys), 0, 0
+    clock = time.perf_counter
+    start = clock()
+    deadline = start + seconds
+    while count < 20 or clock() < deadline:
+        checkout(keys[i])
+        i = i + 1 if i + 1 < n else 0
+        count += 1
+    return (clock() - start) / count * 1e6
+
+
+def keyed(n: int, seconds: float, idle_seconds: float) -> dict[str, float]:
+    """A keyed pool with ``n`` live keys (one idle client each) beside a hand-rolled dict of
+    ``n`` pools: bytes per key over the client's own size, the cost of one checkout, and
+    (when ``idle_seconds``) the maintenance thread's CPU with the keys idle."""
+    from pooled_clients.keyed import KeyedPool
+
+    keys = [f"tenant-{i}" for i in range(n)]
+    settings = PoolSettings(min_size=0, max_size=2)
+
+    def build_keyed() -> Any:
+        pool: KeyedPool[Any] = KeyedPool("keyed", KeyBackend, {}, settings, max_keys=n,
+                                         idle_timeout=None)
+        for k in keys:
+            pool.release(pool.acquire(key=k))
+        return pool
+
+    def build_dict() -> dict[str, Pool[Any]]:
+        pools: dict[str, Pool[Any]] = {}
+        for k in keys:
+            pool = pools[k] = Pool(f"d-{k}", BareBackend(k, Bare), settings)
+            pool.release(pool.acquire())
+        return pools
+
+    own, bare = _traced(lambda: [Bare() for _ in keys])
+    del bare
+    t0 = time.perf_counter()
+    keyed_bytes, kpool = _traced(build_keyed)
+    build_s = time.perf_counter() - t0
+    dict_bytes, dpools = _traced(build_dict)
+
+    def keyed_checkout(k: Any) -> None:
+        kpool.release(kpool.acquire(key=k))
+
+    def dict_checkout(k: Any) -> None:
+        pool = dpools[k]
+        pool.release(pool.acquire())
+
+    result = {
+        "keys": float(n),
+        "keyed_bytes": (keyed_bytes - own) / n,
+        "dict_bytes": (dict_bytes - own) / n,
+        "keyed_us": _per_op(keyed_checkout, keys, seconds),
+        "dict_us": _per_op(dict_checkout, keys, seconds),
+        "keyed_build_s": build_s,
+    }
+    for pool in dpools.values():
+        pool.close()
+    if idle_seconds > 0:
+        result["maintenance_cpu"] = _idle_cpu(idle_seconds)
+    kpool.close()
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pools", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--keys", default="1,100,10000", help="live key counts")
+    parser.add_argument("--op-seconds", type=float, default=0.5,
+                        help="seconds of checkouts per keyed cell")
     args = parser.parse_args(argv)
+    key_counts = [int(k) for k in args.keys.split(",") if k.strip()]
 
     import requests
 
@@ -109,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         "memory_session": memory_per_client(requests.Session, min(args.clients, 200)),
         "maintenance": maintenance_cpu(args.pools, args.seconds),
     }
+    if importlib.util.find_spec("pooled_clients.keyed") is not None:
+        result["keyed"] = [
+            keyed(n, args.op_seconds, args.seconds if n == max(key_counts) else 0.0)
+            for n in key_counts
+        ]
     print(json.dumps(result))
     return 0
 

@@ -110,16 +110,19 @@ class ScaleResults:
     maintenance_cpu: float | None = None
     memory_bare: dict[str, float] = field(default_factory=dict)
     memory_session: dict[str, float] = field(default_factory=dict)
+    keyed: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
 
 
-def run_scale(pools: int, seconds: float, log: Callable[[str], None]) -> ScaleResults:
+def run_scale(
+    pools: int, seconds: float, keys: list[int], log: Callable[[str], None]
+) -> ScaleResults:
     """The maintenance thread's CPU with ``pools`` idle pools, and memory per idle client."""
     results = ScaleResults(pools, seconds)
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.scale_probe", "--pools", str(pools),
-         "--seconds", str(seconds)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120 + seconds, check=False,
+         "--seconds", str(seconds), "--keys", ",".join(map(str, keys))],
+        cwd=ROOT, capture_output=True, text=True, timeout=600 + seconds, check=False,
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -130,4 +133,5 @@ def run_scale(pools: int, seconds: float, log: Callable[[str], None]) -> ScaleRe
     results.maintenance_cpu = float(data["maintenance"]["cpu_per_second"])
     results.memory_bare = data["memory_bare"]
     results.memory_session = data["memory_session"]
+    results.keyed = data.get("keyed", [])
     return results

@@ -585,11 +585,12 @@ METHOD = """\
   ratio within the same round (they ran seconds apart), which cancels most of the drift between
   rounds; the spread table shows how noisy the machine was. End-to-end ratios are paired the
   same way.
-- **`django.setup()`** is timed in fresh interpreters, alternating 0 and 50 pools. The time
-  added is the median of the paired differences in the process's CPU time, which other load on
-  the machine does not inflate; wall time (fastest against fastest) is shown beside it. A
-  blocking wait during setup would not show as CPU time, but a connection attempt would show in
-  the connection count, which is read from `pg_stat_activity` after a pause.
+- **`django.setup()`** is timed in fresh interpreters, alternating 0, 1, 50 and 1,000
+  pools. The time added is the median of the paired differences in the process's CPU
+  time, which other load on the machine does not inflate; wall time (fastest against
+  fastest) is shown beside it. A blocking wait during setup would not show as CPU time,
+  but a connection attempt would show in the connection count, which is read from
+  `pg_stat_activity` after a pause.
 - **pooled_clients is used as a user would**: Django settings with
   `INSTALLED_APPS=["pooled_clients"]` and a `POOLED_CLIENTS` entry
   (`MIN_SIZE=MAX_SIZE=10`, defaults otherwise: stats and lease tracking on), `django.setup()`,
@@ -601,6 +602,21 @@ METHOD = """\
   bundled psycopg2 connection manager).
 - All of this runs on CPython with the GIL: at 4 threads and more the threads take turns, so
   the columns measure contention and hand-off cost rather than parallel speed-up.
+- **Tail latency** is timed around every operation of every thread (one clock read per
+  operation, the same for every contestant, so the operations per second beside it include
+  that read too). Percentiles are nearest-rank over all the operations of a cell in one
+  round, then the median over rounds; max is the largest of any round.
+- **The async path** runs every task on one event loop in the main process: `AsyncPool` with
+  `AsyncPostgresBackend` and psycopg_pool's `AsyncConnectionPool` (10 connections each), a
+  sync `Pool` driven through `aconnection()`, and an `AsyncPool` of `httpx.AsyncClient`s
+  against one shared `httpx.AsyncClient` limited to 10 connections, calling the same local
+  upstream. Ratios pair cells of the same round, as for threads.
+- **Instruction counts** come from callgrind (`python -m benchmarks.instructions`): a loop
+  of checkouts of an in-memory client run with N and 2N iterations, the difference divided
+  by N. Unlike timings they do not move with the machine's load.
+- **Idle cost** runs in fresh interpreters with in-memory clients, so that only the pools
+  allocate and only the maintenance thread runs; its CPU time is read from its own thread
+  clock.
 - The numbers are only comparable within one run: the machine is small and shared. Compare
   ratios, not absolute operations per second, across runs.
 
@@ -608,17 +624,23 @@ METHOD = """\
 
 ```sh
 scripts/bootstrap                    # PostgreSQL, wrk and the virtualenv, if missing
-.venv/bin/python -m benchmarks       # the full run (< 10 minutes on 2 cores), rewrites this page
-.venv/bin/python -m benchmarks --quick --skip-e2e   # a smoke test of a few seconds, prints only
-.venv/bin/python -m benchmarks.hotpath --seconds 5  # cProfile of pooled_clients' hot path
+.venv/bin/python -m benchmarks       # the full run (< 15 minutes on 2 cores), rewrites this page
+.venv/bin/python -m benchmarks --quick   # a smoke run (< 1 minute), prints only
+.venv/bin/python -m benchmarks.hotpath --seconds 5  # cProfile of the sync hot path
+.venv/bin/python -m benchmarks.aio_bench --profile 5  # cProfile of AsyncPool's hot path
+.venv/bin/python -m benchmarks.aio_bench --tasks 1,10  # the async tables alone
+.venv/bin/python -m benchmarks.scale_probe --keys 1,100  # idle cost and keyed pools, as JSON
 ```
 
 Options: `--rounds N`, `--duration S` (seconds per cell), `--threads 1,4,16,64`,
 `--contestants floor,pooled_clients,...`, `--skip-e2e`, `--e2e-duration S`, `--e2e-rounds N`,
-`--workers N`, `--worker-threads N`, `--setup-samples N`, `--profile-seconds S` (0 to skip),
+`--workers N`, `--worker-threads N`, `--setup-samples N`, `--setup-pools 1,50,1000`,
+`--tasks 1,10,100,1000`, `--async-rounds N`, `--skip-async`, `--scale-pools N`,
+`--scale-seconds S`, `--keys 1,100,10000`, `--instructions N` (0 to skip),
+`--profile-seconds S` (0 to skip),
 `--output PATH` (`-` for standard output; `--quick` prints unless given), `--json PATH` for the
-raw samples. The run exits non-zero when a contestant, a cell, the `django.setup()` probe or the
-end-to-end part fails; it never judges speed.
+raw samples. The run exits non-zero when a contestant, a cell, the `django.setup()` or idle
+probe, the async part or the end-to-end part fails; it never judges speed.
 """
 
 

@@ -189,6 +189,8 @@ def _targets(run: Run) -> list[list[str]]:
                 ),
             ]
         )
+    if run.aio is not None:
+        rows += _async_targets(run.aio)
     sc = run.scale
     most = max(sc.keyed, key=lambda k: k["keys"]) if sc and sc.keyed else None
     if most is not None and "maintenance_cpu" in most:

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +36,16 @@ VIEWS = [
     View("db_connect", "psycopg.connect per request: one query", "/db/connect/", "db", False),
     View("http_pooled_clients", "HTTPBackend pool: one GET", "/http/pooled_clients/", "http", True),
     View("http_requests", "requests.get per request: one GET", "/http/requests/", "http", False),
+    View("redis_pooled_clients", "RedisBackend pool: one GET", "/redis/pooled_clients/", "redis",
+         True),
+    View("redis_connect", "redis.Redis per request: one GET", "/redis/connect/", "redis", False),
+    View("ws_pooled_clients", "WebSocketBackend pool: one echo", "/ws/pooled_clients/", "ws",
+         True),
+    View("ws_connect", "websockets connect per request: one echo", "/ws/connect/", "ws", False),
+    View("grpc_pooled_clients", "GRPCBackend pool: one health Check", "/grpc/pooled_clients/",
+         "grpc", True),
+    View("grpc_connect", "grpc channel per request: one health Check", "/grpc/connect/", "grpc",
+         False),
 ]
 
 
@@ -180,6 +191,50 @@ def _disable_nagle_upstream() -> None:
         handler.disable_nagle_algorithm = True
 
 
+def _start_services(
+    results: E2EResults, log: Callable[[str], None]
+) -> tuple[list[Any], dict[str, str]]:
+    """Start the Redis, WebSocket echo and gRPC health servers the views talk to; a server
+    that cannot start skips its views instead of failing the run."""
+    services: list[Any] = []
+    env: dict[str, str] = {}
+
+    def redis() -> tuple[Any, str, str]:
+        from devservers.redis import RedisServer
+
+        server = RedisServer()
+        server.start()
+        return server, "BENCH_REDIS_URL", server.url
+
+    def ws() -> tuple[Any, str, str]:
+        from devservers.websocket import WebSocketEchoServer
+
+        server = WebSocketEchoServer()
+        server.start()
+        return server, "BENCH_WS_URL", server.url
+
+    def grpc() -> tuple[Any, str, str]:
+        from devservers.grpc import GRPCHealthServer
+
+        server = GRPCHealthServer()
+        server.start()
+        return server, "BENCH_GRPC_TARGET", server.target
+
+    for group, start in (("redis", redis), ("ws", ws), ("grpc", grpc)):
+        try:
+            server, name, value = start()
+        except Exception as exc:
+            reason = f"its server did not start: {type(exc).__name__}: {exc}"
+            log(f"  {group}: {reason}")
+            for view in VIEWS:
+                if view.group == group:
+                    results.skipped[view.key] = reason
+            continue
+        services.append(server)
+        env[name] = value
+    return services, env
+
+
 def wrk_version() -> str:
     path = shutil.which("wrk")
     if not path:
@@ -212,6 +267,7 @@ def run_e2e(
     _disable_nagle_upstream()
     upstream = UpstreamServer()
     upstream.start()
+    services, service_env = _start_services(results, log)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
@@ -221,6 +277,7 @@ def run_e2e(
         BENCH_UPSTREAM_URL=str(upstream.url),
         BENCH_POOL_SIZE=str(threads),
         BENCH_WITH_POOLED_CLIENTS="1" if with_ours else "0",
+        **service_env,
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
     )
     logdir = tempfile.mkdtemp(prefix="bench-e2e-")
@@ -251,6 +308,8 @@ def run_e2e(
             if view.needs_ours and not with_ours:
                 results.skipped[view.key] = "pooled_clients is not usable"
                 continue
+            if view.key in results.skipped:
+                continue
             status, body = _get(base + view.path)
             if status != 200:
                 results.skipped[view.key] = f"HTTP {status}: {body.strip()[:200]}"
@@ -273,5 +332,7 @@ def run_e2e(
         if proc is not None:
             _stop(proc)
         upstream.stop()
+        for service in services:
+            service.stop()
         shutil.rmtree(logdir, ignore_errors=True)
     return results

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from benchmarks.aio_bench import WORKLOADS as AIO_WORKLOADS
+from benchmarks.aio_bench import AsyncResults
 from benchmarks.contestants import OURS, PEERS, Spec
 from benchmarks.e2e import VIEWS, E2EResults
 from benchmarks.hotpath import ProfileResult
-from benchmarks.micro import WORKLOADS, MicroResults
-from benchmarks.setup_bench import SetupResults
+from benchmarks.micro import WORKLOADS, MicroResults, Tail
+from benchmarks.setup_bench import ScaleResults, SetupResults
 
 
 @dataclass
@@ -23,6 +25,10 @@ class Run:
     connections: dict[str, tuple[int | None, int | None]]
     micro: MicroResults | None
     setup: SetupResults | None
+    scale: ScaleResults | None
+    aio: AsyncResults | None
+    aio_profile: ProfileResult | None
+    instructions: dict[str, float]
     e2e: E2EResults | None
     profile: ProfileResult | None
     notes: list[str] = field(default_factory=list)
@@ -90,6 +96,37 @@ def _targets(run: Run) -> list[list[str]]:
         ]
     )
 
+    if m is not None:
+        for t in (16, 64):
+            if t not in m.thread_counts:
+                continue
+            for workload in WORKLOADS:
+                ours_tail = m.tail(workload, t, OURS)
+                others = {
+                    k: tl
+                    for k in m.contestants
+                    if k not in (OURS, f"{OURS}_with", "fair_floor")
+                    and (tl := m.tail(workload, t, k))
+                }
+                if ours_tail is None or not others:
+                    continue
+                best_p999 = min(others.items(), key=lambda kv: kv[1].p999)
+                best_max = min(others.items(), key=lambda kv: kv[1].max)
+                rows.append(
+                    [
+                        f"lowest p99.9 and max of all contestants, {workload}, "
+                        f"{_threads_label(t)}",
+                        f"p99.9 {ours_tail.p999:.3g} ms (best other: "
+                        f"{m.labels[best_p999[0]]} {best_p999[1].p999:.3g}); max "
+                        f"{ours_tail.max:.3g} ms (best other: {m.labels[best_max[0]]} "
+                        f"{best_max[1].max:.3g})",
+                        _status(
+                            ours_tail.p999 <= best_p999[1].p999
+                            and ours_tail.max <= best_max[1].max
+                        ),
+                    ]
+                )
+
     sel = [
         (t, ratio("select1", t, OURS, "floor"))
         for t in (1, 16)
@@ -138,15 +175,40 @@ def _targets(run: Run) -> list[list[str]]:
     )
 
     s = run.setup
-    added = s.added_cpu_ms if s else None
-    conns = s.max_connections if s else None
-    rows.append(
-        [
-            f"django.setup() with {s.pools if s else 50} pools: no connection, adds < 20 ms",
-            "n/a" if added is None else f"{conns} connections, {added:+.2f} ms of CPU time",
-            _status(None if added is None or conns is None else conns == 0 and added < 20.0),
-        ]
-    )
+    for n in s.counts if s else []:
+        added, conns = s.added_cpu_ms(n), s.max_connections(n)
+        rows.append(
+            [
+                f"django.setup() with {n} pools: no connection"
+                + (", adds < 20 ms" if n <= 50 else ""),
+                "n/a" if added is None else f"{conns} connections, {added:+.2f} ms of CPU time",
+                _status(
+                    None
+                    if added is None or conns is None
+                    else conns == 0 and (n > 50 or added < 20.0)
+                ),
+            ]
+        )
+    if run.aio is not None:
+        rows += _async_targets(run.aio)
+    sc = run.scale
+    most = max(sc.keyed, key=lambda k: k["keys"]) if sc and sc.keyed else None
+    if most is not None and "maintenance_cpu" in most:
+        rows.append(
+            [
+                f"maintenance thread with {int(most['keys']):,} idle keys: < 1% of a core",
+                f"{most['maintenance_cpu']:.2%}",
+                _status(most["maintenance_cpu"] < 0.01),
+            ]
+        )
+    if sc is not None and sc.maintenance_cpu is not None:
+        rows.append(
+            [
+                f"maintenance thread with {sc.pools:,} idle pools: < 1% of a core",
+                f"{sc.maintenance_cpu:.2%}",
+                _status(sc.maintenance_cpu < 0.01),
+            ]
+        )
     return rows
 
 
@@ -191,6 +253,7 @@ def _micro_tables(m: MicroResults) -> list[str]:
             rows.append(row)
         out += _table(header, rows)
 
+    out += _tail_tables(m)
     out += ["", "### Round-to-round spread", ""]
     out.append("(max - min) / median of each cell's rounds: the median and the worst cell.")
     out.append("")
@@ -211,42 +274,205 @@ def _micro_tables(m: MicroResults) -> list[str]:
     return out
 
 
+def _fmt_tail(t: Tail | None) -> str:
+    if t is None:
+        return "n/a"
+    return " / ".join(f"{v:.3g}" for v in (t.p50, t.p99, t.p999, t.max))
+
+
+def _tail_tables(m: MicroResults) -> list[str]:
+    out: list[str] = []
+    header = ["contestant"] + [_threads_label(t) for t in m.thread_counts]
+    for workload, title in WORKLOADS.items():
+        out += ["", f"### Tail latency: {title}", ""]
+        out.append(
+            "Milliseconds per operation, p50 / p99 / p99.9 / max: the median over rounds of each "
+            "round's percentiles over every operation of every thread, and the largest max of "
+            "any round. With more threads than the 10 connections, the wait for a connection "
+            "is part of the latency: a pool that lets one thread take a connection back ahead "
+            "of the waiting ones shows it in p99.9 and max."
+        )
+        out.append("")
+        rows = []
+        for key in m.contestants:
+            row = [m.labels[key] if key != OURS else f"**{m.labels[key]}**"]
+            row += [_fmt_tail(m.tail(workload, t, key)) for t in m.thread_counts]
+            rows.append(row)
+        out += _table(header, rows)
+    return out
+
+
+def async_tables(a: AsyncResults) -> list[str]:
+    out = [
+        "",
+        "## The async path",
+        "",
+        f"All tasks on one event loop; each loops on one operation for {a.duration:g} s per cell, "
+        f"{a.rounds} interleaved rounds; median operations per second, then the median p99 "
+        "latency of the rounds in milliseconds, timed around the operation alone (with 100 and "
+        "1,000 tasks most of it is the wait for one of the 10 connections). With more than one "
+        "task, each yields to the loop (`await asyncio.sleep(0)`) after every operation, as a "
+        "handler awaiting anything else would; without that a checkout that never suspends "
+        "would let one task run the whole cell alone.",
+        "",
+        "Contestants:",
+        "",
+    ]
+    out += [f"- **{a.labels[k]}**: {d}." for k, d in a.descriptions.items()]
+    header = ["contestant"] + [f"{t} task" + ("" if t == 1 else "s") for t in a.task_counts]
+    for workload, title in AIO_WORKLOADS.items():
+        keys = a.workloads.get(workload, [])
+        if not keys:
+            continue
+        out += ["", f"### Async: {title}", "", "Operations per second / p99 (ms)."]
+        rows = []
+        for key in keys:
+            row = [f"**{a.labels[key]}**" if key.startswith(OURS) else a.labels[key]]
+            for t in a.task_counts:
+                ops, p99 = a.median(workload, t, key), a.p99(workload, t, key)
+                if ops is None:
+                    row.append("n/a")
+                else:
+                    row.append(_ops(ops) + ("" if p99 is None else f" / {p99:.3g}"))
+            rows.append(row)
+        out += ["", *_table(header, rows)]
+    if a.errors:
+        out += ["", "Errors:", ""] + [f"- {k}: {v}" for k, v in sorted(a.errors.items())]
+    return out
+
+
+def _async_targets(a: AsyncResults) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for workload in ("noquery", "select1"):
+        pairs = [(t, a.ratio(workload, t, OURS, "psycopg_pool")) for t in a.task_counts]
+        known = [r for _, r in pairs if r is not None]
+        rows.append([
+            f"async, {'no query' if workload == 'noquery' else 'SELECT 1'}: AsyncPool ahead of "
+            "psycopg_pool's AsyncConnectionPool at every concurrency",
+            ", ".join(f"{t}: {_x(r)}" for t, r in pairs),
+            _status(None if not known else min(known) > 1.0),
+        ])
+    pairs = [(t, a.ratio("noquery", t, f"{OURS}_sync", f"{OURS}_with")) for t in a.task_counts]
+    known = [r for _, r in pairs if r is not None]
+    rows.append([
+        "async: a sync Pool through aconnection() within 2x of AsyncPool's aconnection()",
+        ", ".join(f"{t}: {_x(r)}" for t, r in pairs),
+        _status(None if not known else min(known) >= 0.5),
+    ])
+    pairs = [(t, a.ratio("get", t, f"{OURS}_http", "httpx_shared")) for t in a.task_counts]
+    known = [r for _, r in pairs if r is not None]
+    rows.append([
+        "async: AsyncHTTPBackend pool within 10% of one shared httpx.AsyncClient",
+        ", ".join(f"{t}: {_x(r)}" for t, r in pairs),
+        _status(None if not known else min(known) >= 0.9),
+    ])
+    return rows
+
+
 def _setup_section(s: SetupResults) -> list[str]:
     out = [
         "",
-        f"## `django.setup()` with {s.pools} pools",
+        "## `django.setup()` with many pools",
         "",
         f"Fresh interpreter per sample ({s.samples} samples each, alternating), timing "
         '`django.setup()` alone with `INSTALLED_APPS=["pooled_clients"]`; then, after a pause, '
-        "counting the pools' connections in `pg_stat_activity` (each pool has `MIN_SIZE=2`).",
+        "counting the pools' connections in `pg_stat_activity` (each pool has `MIN_SIZE=2`). "
+        "Added: the median of the paired differences in CPU time against the run without pools "
+        "(on a shared machine wall time mostly measures other processes), then wall time "
+        "fastest against fastest.",
         "",
     ]
     if s.error:
         out.append(f"Failed: {s.error}")
         return out
-    rows = [
-        [
-            f"{n} pools",
-            _ms(s.min_ms(n)),
-            _ms(s.median_ms(n)),
-            _ms(s.median_cpu_ms(n)),
-            "-" if n == 0 else str(s.max_connections),
-        ]
-        for n in (0, s.pools)
-    ]
+    rows = []
+    for n in (0, *s.counts):
+        added_cpu, added = s.added_cpu_ms(n), s.added_ms(n)
+        rows.append(
+            [
+                f"{n:,} pools",
+                _ms(s.min_ms(n)),
+                _ms(s.median_ms(n)),
+                _ms(s.median_cpu_ms(n)),
+                "-" if n == 0 or added_cpu is None else f"{added_cpu:+.2f} ms",
+                "-" if n == 0 or added is None else f"{added:+.2f} ms",
+                "-" if n == 0 else str(s.max_connections(n)),
+            ]
+        )
     out += _table(
-        ["configured", "fastest (wall)", "median (wall)", "median (CPU)", "connections opened"],
+        [
+            "configured",
+            "fastest (wall)",
+            "median (wall)",
+            "median (CPU)",
+            "added (CPU)",
+            "added (wall)",
+            "connections opened",
+        ],
         rows,
     )
-    added, added_cpu = s.added_ms, s.added_cpu_ms
-    out += [
-        "",
-        f"Added by {s.pools} pools: **{'n/a' if added_cpu is None else f'{added_cpu:+.2f} ms'} "
-        "of CPU time** (median of the paired differences; the target is judged on this, since "
-        "on a shared machine wall time mostly measures other processes), "
-        f"{'n/a' if added is None else f'{added:+.2f} ms'} of wall time (fastest against "
-        "fastest).",
-    ]
+    return out
+
+
+def _scale_section(sc: ScaleResults) -> list[str]:
+    out = ["", "## Idle cost", ""]
+    if sc.error:
+        return [*out, f"Failed: {sc.error}"]
+    out.append(
+        f"In a fresh interpreter: {sc.pools:,} pools, each used once and holding one idle "
+        f"client, left alone for {sc.seconds:g} s; the maintenance thread's CPU time "
+        "(`pthread_getcpuclockid`) over the wall time. Then `tracemalloc` of N clients on "
+        "their own against a pool holding N idle ones (in-memory clients: nothing else "
+        "allocates)."
+    )
+    out.append("")
+    rows = [["maintenance thread CPU, idle", f"{sc.maintenance_cpu:.3%} of one core"
+             if sc.maintenance_cpu is not None else "n/a"]]
+    kinds = (("a bare object", sc.memory_bare), ("a requests.Session", sc.memory_session))
+    for label, mem in kinds:
+        if mem:
+            rows.append(
+                [
+                    f"memory per idle client: {label}",
+                    f"{mem['own']:,.0f} B on its own; {mem['overhead']:,.0f} B more in a pool",
+                ]
+            )
+    out += _table(["measure", "value"], rows)
+    if sc.keyed:
+        out += [
+            "",
+            "### Keyed pools",
+            "",
+            "A keyed pool (`KEYS`) with N live keys, each holding one idle in-memory client, "
+            "beside a hand-rolled `dict` of N pools; bytes per key over its client's own "
+            "size (tracemalloc), one checkout + return cycling through the keys, and the time "
+            "the keyed pool took to reach N keys.",
+            "",
+        ]
+        krows = [
+            [
+                f"{int(k['keys']):,}",
+                f"{k['keyed_bytes']:,.0f} B",
+                f"{k['dict_bytes']:,.0f} B",
+                f"{k['keyed_us']:,.1f} us",
+                f"{k['dict_us']:,.1f} us",
+                f"{k['keyed_build_s']:.2f} s",
+                f"{k['maintenance_cpu']:.3%}" if "maintenance_cpu" in k else "",
+            ]
+            for k in sc.keyed
+        ]
+        out += _table(
+            [
+                "live keys",
+                "keyed: bytes per key",
+                "dict of pools: bytes per key",
+                "keyed: checkout + return",
+                "dict of pools: checkout + return",
+                "keyed: time to build",
+                "maintenance CPU, idle",
+            ],
+            krows,
+        )
     return out
 
 
@@ -261,7 +487,10 @@ def _e2e_section(e: E2EResults) -> list[str]:
         "per view (a new connection per request, as behind a proxy that does not keep them "
         "alive; kept-alive connections spread unevenly over the workers), "
         f"{e.rounds} interleaved rounds after a warm-up; median requests/s. Every view runs "
-        "one `SELECT 1` or one GET of a small JSON document from a local upstream.",
+        "one round trip: one `SELECT 1`, one GET of a small JSON document from a local upstream, "
+        "one Redis `GET` from a local `redis-server`, one WebSocket message echoed by a local "
+        "echo server, or one gRPC `Health/Check` to a local grpcio server; each pooled view "
+        "against a new client per request.",
         "",
     ]
     if e.error:
@@ -274,7 +503,7 @@ def _e2e_section(e: E2EResults) -> list[str]:
         rps = e.median_rps(view.key)
         if rps is None:
             continue
-        ours = "db_pooled_clients" if view.group == "db" else "http_pooled_clients"
+        ours = f"{view.group}_pooled_clients"
         fails = e.failures(view.key)
         rows.append(
             [
@@ -290,15 +519,36 @@ def _e2e_section(e: E2EResults) -> list[str]:
     return out
 
 
+def _aio_profile_section(run: Run) -> list[str]:
+    out = ["", "### Profile: AsyncPool, 1 task, no query", ""]
+    if run.instructions:
+        out.append(
+            "Instructions per checkout + return of an in-memory client, counted by callgrind "
+            "(`python -m benchmarks.instructions`: the difference between N and 2N iterations, "
+            "divided by N; steady where timings on this machine are not):"
+        )
+        out.append("")
+        out += _table(
+            ["case", "instructions"],
+            [[f"`{k}`", f"{v:,.0f}"] for k, v in run.instructions.items()],
+        )
+        out.append("")
+    if run.aio_profile:
+        out += _profile_rows(run.aio_profile, "python -m benchmarks.aio_bench")
+    return out
+
+
 def _profile_section(p: ProfileResult) -> list[str]:
     workload = "SELECT 1" if p.query else "no query"
+    title = f"## Profile: {p.contestant}, 1 thread, {workload}"
+    return ["", title, "", *_profile_rows(p, "python -m benchmarks.hotpath")]
+
+
+def _profile_rows(p: ProfileResult, command: str) -> list[str]:
     out = [
-        "",
-        f"## Profile: {p.contestant}, 1 thread, {workload}",
-        "",
         f"cProfile over {p.ops:,} checkouts ({p.seconds:.1f} s; the profiler itself slows the "
         "loop several times, so read the shares, not the absolute times). Top functions by own "
-        "time; reproduce with `python -m benchmarks.hotpath`.",
+        f"time; reproduce with `{command}`.",
         "",
     ]
     rows = [
@@ -337,11 +587,12 @@ METHOD = """\
   ratio within the same round (they ran seconds apart), which cancels most of the drift between
   rounds; the spread table shows how noisy the machine was. End-to-end ratios are paired the
   same way.
-- **`django.setup()`** is timed in fresh interpreters, alternating 0 and 50 pools. The time
-  added is the median of the paired differences in the process's CPU time, which other load on
-  the machine does not inflate; wall time (fastest against fastest) is shown beside it. A
-  blocking wait during setup would not show as CPU time, but a connection attempt would show in
-  the connection count, which is read from `pg_stat_activity` after a pause.
+- **`django.setup()`** is timed in fresh interpreters, alternating 0, 1, 50 and 1,000
+  pools. The time added is the median of the paired differences in the process's CPU
+  time, which other load on the machine does not inflate; wall time (fastest against
+  fastest) is shown beside it. A blocking wait during setup would not show as CPU time,
+  but a connection attempt would show in the connection count, which is read from
+  `pg_stat_activity` after a pause.
 - **pooled_clients is used as a user would**: Django settings with
   `INSTALLED_APPS=["pooled_clients"]` and a `POOLED_CLIENTS` entry
   (`MIN_SIZE=MAX_SIZE=10`, defaults otherwise: stats and lease tracking on), `django.setup()`,
@@ -353,6 +604,21 @@ METHOD = """\
   bundled psycopg2 connection manager).
 - All of this runs on CPython with the GIL: at 4 threads and more the threads take turns, so
   the columns measure contention and hand-off cost rather than parallel speed-up.
+- **Tail latency** is timed around every operation of every thread (one clock read per
+  operation, the same for every contestant, so the operations per second beside it include
+  that read too). Percentiles are nearest-rank over all the operations of a cell in one
+  round, then the median over rounds; max is the largest of any round.
+- **The async path** runs every task on one event loop in the main process: `AsyncPool` with
+  `AsyncPostgresBackend` and psycopg_pool's `AsyncConnectionPool` (10 connections each), a
+  sync `Pool` driven through `aconnection()`, and an `AsyncPool` of `httpx.AsyncClient`s
+  against one shared `httpx.AsyncClient` limited to 10 connections, calling the same local
+  upstream. Ratios pair cells of the same round, as for threads.
+- **Instruction counts** come from callgrind (`python -m benchmarks.instructions`): a loop
+  of checkouts of an in-memory client run with N and 2N iterations, the difference divided
+  by N. Unlike timings they do not move with the machine's load.
+- **Idle cost** runs in fresh interpreters with in-memory clients, so that only the pools
+  allocate and only the maintenance thread runs; its CPU time is read from its own thread
+  clock.
 - The numbers are only comparable within one run: the machine is small and shared. Compare
   ratios, not absolute operations per second, across runs.
 
@@ -360,17 +626,23 @@ METHOD = """\
 
 ```sh
 scripts/bootstrap                    # PostgreSQL, wrk and the virtualenv, if missing
-.venv/bin/python -m benchmarks       # the full run (< 10 minutes on 2 cores), rewrites this page
-.venv/bin/python -m benchmarks --quick --skip-e2e   # a smoke test of a few seconds, prints only
-.venv/bin/python -m benchmarks.hotpath --seconds 5  # cProfile of pooled_clients' hot path
+.venv/bin/python -m benchmarks       # the full run (< 15 minutes on 2 cores), rewrites this page
+.venv/bin/python -m benchmarks --quick   # a smoke run (< 1 minute), prints only
+.venv/bin/python -m benchmarks.hotpath --seconds 5  # cProfile of the sync hot path
+.venv/bin/python -m benchmarks.aio_bench --profile 5  # cProfile of AsyncPool's hot path
+.venv/bin/python -m benchmarks.aio_bench --tasks 1,10  # the async tables alone
+.venv/bin/python -m benchmarks.scale_probe --keys 1,100  # idle cost and keyed pools, as JSON
 ```
 
 Options: `--rounds N`, `--duration S` (seconds per cell), `--threads 1,4,16,64`,
 `--contestants floor,pooled_clients,...`, `--skip-e2e`, `--e2e-duration S`, `--e2e-rounds N`,
-`--workers N`, `--worker-threads N`, `--setup-samples N`, `--profile-seconds S` (0 to skip),
+`--workers N`, `--worker-threads N`, `--setup-samples N`, `--setup-pools 1,50,1000`,
+`--tasks 1,10,100,1000`, `--async-rounds N`, `--skip-async`, `--scale-pools N`,
+`--scale-seconds S`, `--keys 1,100,10000`, `--instructions N` (0 to skip),
+`--profile-seconds S` (0 to skip),
 `--output PATH` (`-` for standard output; `--quick` prints unless given), `--json PATH` for the
-raw samples. The run exits non-zero when a contestant, a cell, the `django.setup()` probe or the
-end-to-end part fails; it never judges speed.
+raw samples. The run exits non-zero when a contestant, a cell, the `django.setup()` or idle
+probe, the async part or the end-to-end part fails; it never judges speed.
 """
 
 
@@ -417,8 +689,14 @@ def render(run: Run) -> str:
         out.append(f"- **{spec.label}**: {spec.description}.{held}")
     if run.micro:
         out += _micro_tables(run.micro)
+    if run.aio:
+        out += async_tables(run.aio)
+    if run.aio_profile or run.instructions:
+        out += _aio_profile_section(run)
     if run.setup:
         out += _setup_section(run.setup)
+    if run.scale:
+        out += _scale_section(run.scale)
     if run.e2e:
         out += _e2e_section(run.e2e)
     if run.profile:

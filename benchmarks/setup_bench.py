@@ -1,4 +1,5 @@
-"""Cost of ``django.setup()`` with 50 pools configured versus none, in fresh interpreters."""
+"""Cost of ``django.setup()`` with 1, 50 and 1,000 pools configured versus none, in fresh
+interpreters."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class SetupResults:
-    pools: int
+    counts: list[int]
     samples: int
     setup_ms: dict[int, list[float]] = field(default_factory=dict)
     cpu_ms: dict[int, list[float]] = field(default_factory=dict)
@@ -36,26 +37,22 @@ class SetupResults:
         values = self.cpu_ms.get(n)
         return statistics.median(values) if values else None
 
-    @property
-    def added_ms(self) -> float | None:
+    def added_ms(self, n: int) -> float | None:
         """Wall time added, fastest against fastest: load elsewhere only ever adds time."""
-        with_pools, without = self.min_ms(self.pools), self.min_ms(0)
+        with_pools, without = self.min_ms(n), self.min_ms(0)
         if with_pools is None or without is None:
             return None
         return with_pools - without
 
-    @property
-    def added_cpu_ms(self) -> float | None:
-        """Median over the samples of the CPU time with pools minus the run just before it."""
+    def added_cpu_ms(self, n: int) -> float | None:
+        """Median over the samples of the CPU time with ``n`` pools minus the run without."""
         pairs = [
-            b - a
-            for a, b in zip(self.cpu_ms.get(0, []), self.cpu_ms.get(self.pools, []), strict=False)
+            b - a for a, b in zip(self.cpu_ms.get(0, []), self.cpu_ms.get(n, []), strict=False)
         ]
         return statistics.median(pairs) if pairs else None
 
-    @property
-    def max_connections(self) -> int | None:
-        values = self.connections.get(self.pools)
+    def max_connections(self, n: int) -> int | None:
+        values = self.connections.get(n)
         return max(values) if values else None
 
 
@@ -89,12 +86,12 @@ def _probe(n: int, conninfo: str, settle: float) -> dict[str, float]:
 
 
 def run_setup(
-    conninfo: str, pools: int, samples: int, settle: float, log: Callable[[str], None]
+    conninfo: str, counts: list[int], samples: int, settle: float, log: Callable[[str], None]
 ) -> SetupResults:
-    results = SetupResults(pools=pools, samples=samples)
+    results = SetupResults(counts=counts, samples=samples)
     try:
         for _ in range(samples):
-            for n in (0, pools):  # alternate so drift hits both alike
+            for n in (0, *counts):  # alternate so drift hits all alike
                 data = _probe(n, conninfo, settle)
                 results.setup_ms.setdefault(n, []).append(float(data["setup_ms"]))
                 results.cpu_ms.setdefault(n, []).append(float(data["cpu_ms"]))
@@ -103,4 +100,38 @@ def run_setup(
     except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
         results.error = str(exc)
         log(f"  django.setup() probe failed: {exc}")
+    return results
+
+
+@dataclass
+class ScaleResults:
+    pools: int
+    seconds: float
+    maintenance_cpu: float | None = None
+    memory_bare: dict[str, float] = field(default_factory=dict)
+    memory_session: dict[str, float] = field(default_factory=dict)
+    keyed: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+
+def run_scale(
+    pools: int, seconds: float, keys: list[int], log: Callable[[str], None]
+) -> ScaleResults:
+    """The maintenance thread's CPU with ``pools`` idle pools, and memory per idle client."""
+    results = ScaleResults(pools, seconds)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_probe", "--pools", str(pools),
+         "--seconds", str(seconds), "--keys", ",".join(map(str, keys))],
+        cwd=ROOT, capture_output=True, text=True, timeout=600 + seconds, check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        results.error = " | ".join(tail) or f"exit {proc.returncode}"
+        log(f"  scale probe failed: {results.error}")
+        return results
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    results.maintenance_cpu = float(data["maintenance"]["cpu_per_second"])
+    results.memory_bare = data["memory_bare"]
+    results.memory_session = data["memory_session"]
+    results.keyed = data.get("keyed", [])
     return results

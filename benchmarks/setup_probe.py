@@ -17,7 +17,7 @@ APPLICATION_NAME = "bench_setup_probe"
 
 def pool_settings(n: int, conninfo: str) -> dict[str, dict[str, Any]]:
     return {
-        f"pool{i:02d}": {
+        f"pool{i:04d}": {
             "BACKEND": "pooled_clients.backends.postgres.PostgresBackend",
             "OPTIONS": {
                 "conninfo": conninfo,

@@ -5,7 +5,9 @@ Read from the environment, set by ``benchmarks.e2e``:
 - ``BENCH_PG_CONNINFO``: postgresql:// URL of the benchmark database;
 - ``BENCH_UPSTREAM_URL``: base URL of the local HTTP upstream;
 - ``BENCH_POOL_SIZE``: connections per worker for both pools (the worker's thread count);
-- ``BENCH_WITH_POOLED_CLIENTS``: "1" to install pooled_clients.
+- ``BENCH_WITH_POOLED_CLIENTS``: "1" to install pooled_clients;
+- ``BENCH_REDIS_URL``, ``BENCH_WS_URL``, ``BENCH_GRPC_TARGET``: the local Redis, WebSocket echo
+  and gRPC health servers (a pool is configured for each one given).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ CONNINFO = os.environ.get("BENCH_PG_CONNINFO", "postgresql://app@127.0.0.1:5432/
 UPSTREAM_URL = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8001/")
 POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "4"))
 WITH_POOLED_CLIENTS = os.environ.get("BENCH_WITH_POOLED_CLIENTS", "1") == "1"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
+WS_URL = os.environ.get("BENCH_WS_URL", "")
+GRPC_TARGET = os.environ.get("BENCH_GRPC_TARGET", "")
 
 _pg: dict[str, Any] = conninfo_to_dict(CONNINFO)
 
@@ -66,3 +71,22 @@ POOLED_CLIENTS = {
         "MAX_SIZE": POOL_SIZE,
     },
 }
+
+if REDIS_URL:
+    POOLED_CLIENTS["redis"] = {
+        "BACKEND": "pooled_clients.backends.redis.RedisBackend",
+        "OPTIONS": {"url": REDIS_URL, "socket_timeout": 10},
+        "MAX_SIZE": POOL_SIZE,
+    }
+if WS_URL:
+    POOLED_CLIENTS["ws"] = {
+        "BACKEND": "pooled_clients.backends.websocket.WebSocketBackend",
+        "OPTIONS": {"url": WS_URL},
+        "MAX_SIZE": POOL_SIZE,
+    }
+if GRPC_TARGET:
+    POOLED_CLIENTS["grpc"] = {
+        "BACKEND": "pooled_clients.backends.grpc.GRPCChannelBackend",
+        "OPTIONS": {"target": GRPC_TARGET},
+        "MAX_SIZE": POOL_SIZE,
+    }

@@ -9,4 +9,10 @@ urlpatterns = [
     path("db/connect/", views.db_connect),
     path("http/pooled_clients/", views.http_pooled_clients),
     path("http/requests/", views.http_requests),
+    path("redis/pooled_clients/", views.redis_pooled_clients),
+    path("redis/connect/", views.redis_connect),
+    path("ws/pooled_clients/", views.ws_pooled_clients),
+    path("ws/connect/", views.ws_connect),
+    path("grpc/pooled_clients/", views.grpc_pooled_clients),
+    path("grpc/connect/", views.grpc_connect),
 ]

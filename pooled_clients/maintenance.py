@@ -38,19 +38,27 @@ class Maintained(Protocol):
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+#: Guards _LIVE: copying a WeakSet while another thread adds to it raises RuntimeError,
+#: which would end the maintenance thread.
+_live_lock = threading.Lock()
+
+
 def register(pool: Maintained) -> None:
     """Serve ``pool`` once it has started, for as long as it lives."""
-    _LIVE.add(pool)
+    with _live_lock:
+        _LIVE.add(pool)
 
 
 def unregister(pool: Maintained) -> None:
     """Stop serving ``pool`` (closed or retired)."""
-    _LIVE.discard(pool)
+    with _live_lock:
+        _LIVE.discard(pool)
 
 
 def live_pools() -> list[Any]:
     """The pools alive in this process."""
-    return list(_LIVE)
+    with _live_lock:
+        return list(_LIVE)
 
 logger = logging.getLogger("pooled_clients")
 
@@ -137,7 +145,8 @@ def _run() -> None:
 
 def _after_fork_in_child() -> None:
     # The parent's thread does not exist here, and its locks may have been held at fork time.
-    global _thread, _wakeup, _lock, _stopping
+    global _thread, _wakeup, _lock, _stopping, _live_lock
+    _live_lock = threading.Lock()
     _thread = None
     _lock = threading.Lock()
     _wakeup = threading.Event()

@@ -51,6 +51,9 @@ class SharedCapacity:
         # Re-entrant so that the group can hold it around every member's snapshot.
         self._lock = threading.RLock()
         self._pid = os.getpid()
+        #: Set when a member was refused room; cleared once no member waits for any. Until
+        #: then a release need not look at every member (thousands, in a keyed pool).
+        self.refused = False
 
     @property
     def lock(self) -> threading.RLock:
@@ -78,16 +81,21 @@ class SharedCapacity:
             donors = [m for m in self.members if m is not requester and m.idle_count_locked()]
             if donors:
                 max(donors, key=lambda m: m.idle_count_locked()).give_up_idle_locked()
+        self.refused = True
         return False
 
     def freed(self, member: PoolCore[Any]) -> None:
         """A slot came free (or a client went idle): members whose callers wait with no
         creation started get a chance to use it, longest waiting first."""
-        if self.total_max_size is None:
+        if self.total_max_size is None or not self.refused:
             return
-        wanting = [m for m in self.members if m is not member and m.wants_room()]
-        if not wanting:
-            return
+        with self.lock:
+            wanting = [m for m in self.members if m is not member and m.wants_room()]
+            if not wanting:
+                # A caller refused room queues under this lock: none is left waiting.
+                if not member.wants_room():
+                    self.refused = False
+                return
         wanting.sort(key=lambda m: m.oldest_wait())
         for other in wanting:
             other.grow_for_waiters()

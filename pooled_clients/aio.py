@@ -138,8 +138,9 @@ class AsyncPool(PoolCore[T]):
         ok = False
         if not discard and self._state is OPEN and entry.loop is _running_loop():
             try:
-                ok = bool(await asyncio.wait_for(self.abackend.reset(client),
-                                                 self.settings.connect_timeout))
+                # asyncio.timeout, not wait_for: no task and no extra loop turns per release.
+                async with asyncio.timeout(self.settings.connect_timeout):
+                    ok = bool(await self.abackend.reset(client))
             except asyncio.CancelledError:
                 # Interrupted mid-reset: the client's state is unknown, so it goes.
                 self._finish_release(entry, False, False, exc, owner)

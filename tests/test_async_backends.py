@@ -23,6 +23,7 @@ from pooled_clients import conf, pools
 from pooled_clients.aio import AsyncPool
 from pooled_clients.backends.async_http import AsyncHTTPBackend
 from pooled_clients.exceptions import ClientCreationError, PoolError, PoolTimeout
+from tests.async_site.server import serve
 from tests.waiting import wait_until
 
 PG = "pooled_clients.backends.postgres.AsyncPostgresBackend"
@@ -418,47 +419,10 @@ def test_system_check_reports_a_missing_httpx(monkeypatch: pytest.MonkeyPatch,
 def uvicorn_site(postgres: PostgresCluster, app_name: str,
                  test_output_dir: Any) -> Iterator[str]:
     """tests/async_site served by one uvicorn worker; yields its base URL."""
-    import os
-    import subprocess
-
-    port = free_port()
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.async_site.settings",
-               ASYNC_SITE_CONNINFO=postgres.conninfo(dbname="app"),
-               ASYNC_SITE_APP_NAME=app_name, ASYNC_SITE_MAX_SIZE="10")
-    log = (test_output_dir / "uvicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.async_site.asgi:application",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--lifespan", "off", "--no-access-log"],
-        cwd=str(conf_root()), env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "uvicorn exited; see uvicorn.log"
-            try:
-                if httpx.get(base + "/lag/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "uvicorn did not answer in 30s"
-            time.sleep(0.1)
+    with serve({"ASYNC_SITE_CONNINFO": postgres.conninfo(dbname="app"),
+                "ASYNC_SITE_APP_NAME": app_name, "ASYNC_SITE_MAX_SIZE": "10"},
+               test_output_dir / "uvicorn.log", "/lag/") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-
-
-def conf_root() -> Any:
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow

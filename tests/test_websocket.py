@@ -4,7 +4,6 @@ and the async backend under a real uvicorn worker."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -17,18 +16,17 @@ import httpx
 import pytest
 from django.test import Client
 
-from devservers.ports import free_port
 from devservers.tls import Certs
 from devservers.websocket import WebSocketEchoServer
 from pooled_clients import ClientCreationError, pools
 from pooled_clients.backends.websocket import WebSocketBackend
 from pooled_clients.conf import validate_definition
+from tests.async_site.server import serve
 from tests.surfaces import assert_surfaces_show
 
 BACKEND = "pooled_clients.backends.websocket.WebSocketBackend"
 ASYNC_BACKEND = "pooled_clients.backends.websocket.AsyncWebSocketBackend"
 TOKEN = "Bearer tok-ws-0123456789"
-REPO = Path(__file__).resolve().parent.parent
 Configure = Callable[[str, dict[str, Any]], None]
 
 
@@ -253,37 +251,9 @@ def test_async_backend_round_trips_and_discards_an_unread_message(
 @pytest.fixture
 def uvicorn_ws_site(ws_server: WebSocketEchoServer, test_output_dir: Path) -> Iterator[str]:
     """tests/async_site with a WebSocket pool of 4, served by one uvicorn worker."""
-    port = free_port()
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.async_site.settings",
-               ASYNC_SITE_WS_URL=ws_server.url, ASYNC_SITE_WS_MAX_SIZE="4")
-    log = (test_output_dir / "uvicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.async_site.asgi:application",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--lifespan", "off", "--no-access-log"],
-        cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "uvicorn exited; see uvicorn.log"
-            try:
-                if httpx.get(base + "/idle/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "uvicorn did not answer in 30s"
-            time.sleep(0.1)
+    with serve({"ASYNC_SITE_WS_URL": ws_server.url, "ASYNC_SITE_WS_MAX_SIZE": "4"},
+               test_output_dir / "uvicorn.log", "/idle/") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @pytest.mark.slow

@@ -60,6 +60,8 @@ class AsyncPool(PoolCore[T]):
     raises :class:`PoolError`.
     """
 
+    _loop_bound = True
+
     def __init__(self, alias: str, backend: AsyncClientBackend[T],
                  settings: PoolSettings | None = None, **kwargs: Any) -> None:
         self.abackend = backend
@@ -103,10 +105,6 @@ class AsyncPool(PoolCore[T]):
         """Refused: a group's sync release of an async member."""
         raise self._sync_api_error("release()")
 
-    async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
-        self._last_loop = asyncio.get_running_loop()
-        return await self._acquire_on_loop(timeout, frame, _monotonic(), self._avalidate)
-
     async def _avalidate(self, entry: Entry[T], start: float, deadline: float) -> bool:
         if entry.loop is not _running_loop():
             # Made on another (usually dead) event loop: useless here.
@@ -137,6 +135,9 @@ class AsyncPool(PoolCore[T]):
             return
         ok = False
         if not discard and self._state is OPEN and entry.loop is _running_loop():
+            if self._reset_nowait(client):
+                self._finish_release(entry, True, False, exc, owner)
+                return
             try:
                 # asyncio.timeout, not wait_for: no task and no extra loop turns per release.
                 async with asyncio.timeout(self.settings.connect_timeout):

@@ -40,7 +40,7 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
@@ -79,6 +79,8 @@ logger = logging.getLogger("pooled_clients")
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
+_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
 #: The one context-variable read of a checkout: who it is attributed to.
 #: The view (or attributed name) of the running code: one context-variable read.
 current_view = attribution.current.get
@@ -287,8 +289,8 @@ class Entry(Generic[T]):
 class Waiter:
     """A thread waiting for a client; served first come, first served."""
 
-    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "loop", "since", "thread",
-                 "view")
+    __slots__ = ("code", "entry", "error", "lasti", "leased", "lock", "loop", "since", "task",
+                 "thread", "view")
 
     def __init__(self, now: float) -> None:
         self.lock = threading.Lock()
@@ -298,6 +300,7 @@ class Waiter:
         self.since = now
         self.thread = _get_ident()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
         # Where the caller acquires from, so that a hand-off can complete its lease.
         self.code: CodeType | None = None
         self.lasti = 0
@@ -324,7 +327,8 @@ class AsyncWaiter:
     task cancelled after the hand-over still finds the entry and returns it.
     """
 
-    __slots__ = ("entry", "error", "future", "leased", "loop", "since", "thread")
+    __slots__ = ("code", "deadline", "entry", "error", "future", "lasti", "leased", "loop",
+                 "since", "task", "thread", "view")
 
     def __init__(self, now: float) -> None:
         self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -332,19 +336,32 @@ class AsyncWaiter:
         self.entry: Entry[Any] | None = None
         self.error: BaseException | None = None
         self.since = now
+        #: When it gives up (monotonic), set by the acquire that queued it.
+        self.deadline = math.inf
         self.thread = _get_ident()
+        self.task = _current_task()
+        # Where the caller acquires from, so that a hand-off can complete its lease.
+        self.code: CodeType | None = None
+        self.lasti = 0
         self.leased = False
+        self.view = current_view()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Resume the waiting task (on its loop): served, failed or timed out."""
         if not self.future.done():
             self.future.set_result(None)
 
     def deliver(self, entry: Entry[Any]) -> bool:
         """Hand ``entry`` over (pool lock held). False once the waiter's loop is closed."""
         self.entry = entry
-        assert self.loop is not None
+        loop = self.loop
+        assert loop is not None
+        if loop is _running_loop():
+            # On the waiter's own loop: wake it directly, not through the loop's self-pipe.
+            self.wake()
+            return True
         try:
-            self.loop.call_soon_threadsafe(self._wake)
+            loop.call_soon_threadsafe(self.wake)
         except RuntimeError:  # the loop is closed: nobody will ever take it
             self.entry = None
             return False
@@ -353,9 +370,13 @@ class AsyncWaiter:
     def fail(self, error: BaseException) -> None:
         """Wake the waiter with an error (pool lock held)."""
         self.error = error
-        assert self.loop is not None
+        loop = self.loop
+        assert loop is not None
+        if loop is _running_loop():
+            self.wake()
+            return
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._wake)
+            loop.call_soon_threadsafe(self.wake)
 
 
 AnyWaiter = Waiter | AsyncWaiter
@@ -464,19 +485,26 @@ class AsyncConnection(Generic[T]):
         self._frame = frame
 
     async def __aenter__(self) -> T:
-        client: T = await self._pool._acheckout(self._timeout, self._frame)
+        pool = self._pool
+        entry = pool._take_fresh(self._frame)
+        client: T = (entry.client if entry is not None
+                     else await pool._acheckout(self._timeout, self._frame))
         self._client = client
         return client
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         pool = self._pool
-        await pool._arelease(self._client, exc_type is not None and pool.discard_on_error, exc)
+        if exc_type is None:
+            if not pool._release_nowait(self._client, task_owner()):
+                await pool._arelease(self._client, False, None)
+        else:
+            await pool._arelease(self._client, pool.discard_on_error, exc)
 
 
 def task_owner() -> int:
     """Who holds a client checked out from async code: the task (or the thread)."""
-    task = asyncio.current_task()
+    task = _current_task()
     return _get_ident() if task is None else id(task)
 
 
@@ -594,6 +622,8 @@ class PoolCore(Generic[T]):
         #: the token (the close when it ends, or maintenance once the loop died).
         self._loop_closes: dict[int, asyncio.AbstractEventLoop] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        #: Per event loop, the timer that ends the waits of its waiters (see _arm_timer).
+        self._timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
         self._last_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ public surface
@@ -765,8 +795,10 @@ class PoolCore(Generic[T]):
         cannot (``wait=False``: a saturated pool passes)."""
         raise NotImplementedError
 
-    async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
-        """Check a client out from async code. Implemented by the driver."""
+    async def _avalidate(self, entry: Entry[T], start: float, deadline: float) -> bool:
+        """Validate an entry taken for async code per CHECK (the I/O is the driver's);
+        False when it was discarded. Cancelled mid-check, it gives the entry back or
+        discards it. Implemented by the driver."""
         raise NotImplementedError
 
     async def _arelease(self, client: T, discard: bool, exc: BaseException | None) -> None:
@@ -788,19 +820,119 @@ class PoolCore(Generic[T]):
         timeout, limits, errors and stats as ``acquire``."""
         if endpoint is not None or key is not None:
             raise self._not_routable(endpoint, key)
-        return await self._acheckout(timeout, _getframe(1))
+        frame = _getframe(1)
+        entry = self._take_fresh(frame)
+        if entry is not None:
+            return entry.client
+        return await self._acheckout(timeout, frame)
 
     async def arelease(self, client: T, discard: bool = False) -> None:
         """Return ``client`` from async code; a reset never blocks the event loop."""
-        await self._arelease(client, discard, None)
+        if discard or not self._release_nowait(client, task_owner()):
+            await self._arelease(client, discard, None)
 
     async def acheckout_from(self, timeout: float | None, frame: FrameType) -> T:
         """A group's async checkout of this member (``frame`` is the caller's)."""
+        entry = self._take_fresh(frame)
+        if entry is not None:
+            return entry.client
         return await self._acheckout(timeout, frame)
 
     async def arelease_from(self, client: T, discard: bool, exc: BaseException | None) -> None:
         """A group's async release to this member."""
-        await self._arelease(client, discard, exc)
+        if discard or exc is not None or not self._release_nowait(client, task_owner()):
+            await self._arelease(client, discard, exc)
+
+    # ------------------------------------------------------------------ fast paths
+
+    #: Whether clients belong to the event loop that made them (the async driver): a fast
+    #: async checkout then takes only a client of the running loop.
+    _loop_bound = False
+
+    def _take_fresh(self, frame: FrameType) -> Entry[T] | None:
+        """The fast checkout of async code, one lock round trip with nothing awaited: the
+        newest idle client, when nobody waits, it needs no check and it belongs to the
+        running loop (async pools), leased to the running task. None: take the slow path."""
+        now = _monotonic()
+        with self._lock:
+            idle = self._idle
+            if not idle or not self._fast_ok or self._waiters:
+                return None
+            entry = idle[-1]
+            if entry.fresh_until <= now or (self._loop_bound and entry.loop is not
+                                            _running_loop()):
+                return None
+            idle.pop()
+            self._in_use[entry.key] = entry
+            # Entry.lease(), inline: a call costs more than the rest.
+            task = _current_task()
+            if task is None:
+                entry.owner = _get_ident()
+                entry.owner_task = None
+            else:
+                entry.owner = id(task)
+                entry.owner_task = weakref.ref(task)
+            entry.lease_thread = _get_ident()
+            entry.lease_since = now
+            entry.lease_code = frame.f_code
+            entry.lease_lasti = frame.f_lasti
+            if self._record_views:
+                entry.lease_view = current_view()
+            self._acquired += 1
+            return entry
+
+    def _release_nowait(self, client: T, owner: int) -> bool:
+        """The fast release of async code, with nothing awaited: the caller's own lease,
+        on its own loop, whose backend says it is clean without any I/O
+        (``reset_nowait``), goes straight back. False: take the general release."""
+        entry = self._in_use.get(id(client))
+        if (entry is None or not self._fast_release or entry.owner != owner
+                or entry.expires <= _monotonic()
+                or (self._loop_bound and entry.loop is not _running_loop())):
+            return False
+        if not self._reset_nowait(client):
+            return False  # the general release runs the full reset
+        self._put_back_fast(entry, owner)
+        return True
+
+    def _reset_nowait(self, client: T) -> bool:
+        """The backend's ``reset_nowait``; False (run the full reset) if it raised."""
+        try:
+            return self.backend.reset_nowait(client) is True
+        except Exception:
+            return False
+
+    def _put_back_fast(self, entry: Entry[T], releaser: int) -> None:
+        """The tail of both fast releases: a reset client of the releaser's own lease goes
+        to a waiter or the idle list (closed instead when it expired meanwhile)."""
+        now = _monotonic()
+        with self._lock:
+            if self._in_use.pop(entry.key, None) is not entry:
+                raise self._release_error(entry.client)
+            self._released += 1
+            # Entry.released(), inline. (With hold times or views to record, releases take
+            # the general path.)
+            entry.last_used = now
+            expires = entry.expires
+            fresh_until = now + entry.window
+            entry.fresh_until = fresh_until if fresh_until < expires else expires
+            entry.released_by = releaser
+            entry.owner_task = None
+            # A purge condemns the clients in use that it presumes dead.
+            if expires > now and self._fast_ok:
+                if not (self._waiters and self._handoff_locked(entry, now)):
+                    self._idle.append(entry)
+                capacity = self.capacity
+                if capacity is None:
+                    return
+            else:
+                capacity = None
+                self._to_close_locked([entry])
+        if capacity is None:
+            self._close_entries([entry])
+        else:
+            # An idle client here may be what another member's caller needs room for.
+            capacity.freed(self)
 
     # ------------------------------------------------------------------ slots
 
@@ -969,21 +1101,30 @@ class PoolCore(Generic[T]):
             for waiter in waiters:
                 if waiter.loop is loop:
                     waiters.remove(waiter)
-                    if waiter.deliver(entry):
+                    if self._deliver_locked(waiter, entry, now):
                         return True
                     break
         while waiters:
-            waiter = waiters.popleft()
-            if (type(waiter) is Waiter and waiter.code is not None and self._fast_leases
-                    and not entry.needs_check(now, waiter.since)):
-                self._lease_locked(entry, waiter.thread, waiter.code, waiter.lasti, now,
-                                   now - waiter.since, waiter.view)
-                waiter.leased = True
-            if waiter.deliver(entry):
+            if self._deliver_locked(waiters.popleft(), entry, now):
                 return True
-            if waiter.leased:
-                # Not reached for threads (deliver never refuses), kept for safety.
-                del self._in_use[entry.key]
+        return False
+
+    def _deliver_locked(self, waiter: AnyWaiter, entry: Entry[T], now: float) -> bool:
+        """(lock held) Hand ``entry`` to ``waiter``, leased to it already when it needs no
+        check and may be used where the waiter runs (so the woken caller returns at once,
+        without taking the pool lock again). False when the waiter can no longer take it."""
+        if (waiter.code is not None and self._fast_leases
+                and (entry.loop is None or entry.loop is waiter.loop)
+                and not entry.needs_check(now, waiter.since)):
+            self._lease_locked(entry, waiter.thread, waiter.code, waiter.lasti, now,
+                               now - waiter.since, waiter.view, waiter.task)
+            waiter.leased = True
+        if waiter.deliver(entry):
+            return True
+        if waiter.leased:  # its event loop is closed: nobody holds the client after all
+            waiter.leased = False
+            del self._in_use[entry.key]
+            self._acquired -= 1
         return False
 
     def _lease_locked(self, entry: Entry[T], thread: int, code: CodeType | None, lasti: int,
@@ -1064,7 +1205,7 @@ class PoolCore(Generic[T]):
                     spawn = False
                 self._reserve_locked(probe=spawn)
             waiter = waiter_type(start)
-            if frame is not None and type(waiter) is Waiter:
+            if frame is not None:
                 waiter.code = frame.f_code
                 waiter.lasti = frame.f_lasti
             self._waiters.append(waiter)
@@ -1125,41 +1266,69 @@ class PoolCore(Generic[T]):
             return False
         return not self._put_back_locked(entry, _monotonic())
 
-    async def _acquire_on_loop(self, timeout: float | None, frame: FrameType, start: float,
-                               validate: Callable[[Entry[T], float, float], Awaitable[bool]]
-                               ) -> T:
-        """Take an idle client or wait on the event loop for one, until ``validate``
-        accepts it: the acquire loop of async code, for sync and async pools alike."""
+    async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
+        """The slow checkout of async code, for sync and async pools alike: take an idle
+        client or wait on the event loop for one, until the driver's :meth:`_avalidate`
+        accepts it (``frame`` is the caller's)."""
+        start = _monotonic()
+        self._last_loop = _running_loop()
         self._enter_slow_path()
         timeout = clamp_timeout(self.settings.timeout if timeout is None else timeout)
         deadline = start + timeout
         while True:
-            entry, waiter, spawn = self._take_or_wait(start, AsyncWaiter)
+            entry, waiter, spawn = self._take_or_wait(start, AsyncWaiter, frame)
             if spawn is not None:
                 self._spawn_creation(spawn)
             if waiter is not None:
-                entry = await self._await_waiter(waiter, deadline, timeout)
+                waiter.deadline = deadline
+                if deadline > _monotonic():
+                    self._arm_timer(waiter)
+                    try:
+                        await waiter.future
+                    except BaseException:
+                        self._abandon_wait(waiter)
+                        raise
+                # deliver() and fail() set the outcome before waking the future.
+                entry = self._wait_outcome(
+                    waiter, timeout, waiter.entry is not None or waiter.error is not None)
+                if waiter.leased:
+                    return entry.client
             assert entry is not None
-            # ``validate`` gives back or discards the entry when it is cancelled mid-check.
-            if await validate(entry, start, deadline):
-                return self._lease(entry, frame, start, asyncio.current_task())
+            # _avalidate gives back or discards the entry when it is cancelled mid-check.
+            if await self._avalidate(entry, start, deadline):
+                return self._lease(entry, frame, start, _current_task())
 
-    async def _await_waiter(self, waiter: AsyncWaiter, deadline: float,
-                            timeout: float) -> Entry[T]:
-        """Await the hand-over to ``waiter``; raise the pool's timeout error when none came."""
-        remaining = deadline - _monotonic()
-        woken = False
-        try:
-            if remaining > 0:
-                async with asyncio.timeout(remaining):
-                    await waiter.future
-                woken = True  # deliver() and fail() set the outcome before waking the future
-        except TimeoutError:
-            pass
-        except BaseException:
-            self._abandon_wait(waiter)
-            raise
-        return self._wait_outcome(waiter, timeout, woken)
+    def _arm_timer(self, waiter: AsyncWaiter) -> None:
+        """Make sure the pool's timer on the waiter's event loop fires by its deadline.
+
+        One timer per loop, at the earliest deadline of the loop's waiters, rather than one
+        per wait: waiters queue in order, so most deadlines come after the armed one and
+        cost nothing, and a timer per wait was a quarter of a contended checkout."""
+        loop = waiter.loop
+        assert loop is not None
+        when = loop.time() + (waiter.deadline - _monotonic())
+        timer = self._timers.get(loop)
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timers[loop] = loop.call_at(when, self._expire_waiters, loop)
+
+    def _expire_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(the pool's timer on ``loop``) Wake the waiters of ``loop`` whose deadline
+        passed, each to raise its timeout, and arm the timer for the next deadline."""
+        self._timers.pop(loop, None)
+        now = _monotonic()
+        nearest: AsyncWaiter | None = None
+        with self._lock:
+            for waiter in self._waiters:
+                if waiter.loop is loop and type(waiter) is AsyncWaiter:
+                    if waiter.deadline <= now:
+                        waiter.wake()
+                    elif nearest is None or waiter.deadline < nearest.deadline:
+                        nearest = waiter
+        if nearest is not None:
+            self._arm_timer(nearest)
 
     def _timeout_error(self, waiter: AnyWaiter, timeout: float) -> PoolError:
         """(lock held) The error for a waiter that gave up."""

@@ -244,26 +244,7 @@ class Pool(PoolCore[T]):
         if not ok:
             self._finish_release(entry, False, self._is_broken(client), None, me)
             return
-        # Fast branch: straight back to a waiter or the idle list.
-        now = _monotonic()
-        with self._lock:
-            if self._in_use.pop(entry.key, None) is not entry:
-                raise self._release_error(client)
-            self._released += 1
-            # Entry.released(), inline: a call costs more than the rest. (With hold times or
-            # views to record, releases take the general path.)
-            entry.last_used = now
-            expires = entry.expires
-            fresh_until = now + entry.window
-            entry.fresh_until = fresh_until if fresh_until < expires else expires
-            entry.released_by = me
-            # A purge condemns the clients in use that it presumes dead.
-            if expires > now and self._fast_ok:
-                if not (self._waiters and self._handoff_locked(entry, now)):
-                    self._idle.append(entry)
-                return
-            self._to_close_locked([entry])
-        self._close_entries([entry])
+        self._put_back_fast(entry, me)
 
     def _release(self, client: T, discard: bool, exc: BaseException | None,
                  owner: int) -> None:
@@ -280,9 +261,6 @@ class Pool(PoolCore[T]):
         self._finish_release(entry, ok, not ok and self._is_broken(entry.client), exc, owner)
 
     # ------------------------------------------------------------------ async access
-
-    async def _acheckout(self, timeout: float | None, frame: FrameType) -> T:
-        return await self._acquire_on_loop(timeout, frame, _monotonic(), self._avalidate)
 
     async def _avalidate(self, entry: Entry[T], start: float, deadline: float) -> bool:
         now = _monotonic()
@@ -303,7 +281,12 @@ class Pool(PoolCore[T]):
 
     async def _arelease(self, client: T, discard: bool, exc: BaseException | None) -> None:
         owner = task_owner()
-        if self._entry_to_release(client, owner) is None:  # a bad release fails at once
+        entry = self._entry_to_release(client, owner)
+        if entry is None:  # a bad release fails at once
+            return
+        if not discard and entry.expires > _monotonic() and self._reset_nowait(client):
+            # Clean as it is (no I/O to reset it), and not to be closed: back at once.
+            self._finish_release(entry, True, False, exc, owner)
             return
         # A sync reset may be a network round trip (a ROLLBACK): never on the loop. Once
         # submitted, the release completes even if this task is cancelled.

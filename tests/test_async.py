@@ -8,6 +8,7 @@ loses a client, and clients never cross event loops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import threading
@@ -143,6 +144,79 @@ def test_a_waiting_task_leaves_the_loop_free_and_gets_the_released_client() -> N
     asyncio.run(main())
     assert at_rest(pool)
     assert pool.stats().acquired_total == 2
+
+
+@pytest.mark.parametrize("make", [sync_pool, async_pool], ids=["sync", "async"])
+def test_each_waiting_task_times_out_at_its_own_deadline(make: Any) -> None:
+    """Tasks waiting on one loop share one timer per pool: a task queued later with a
+    shorter timeout still gives up on time, and every queued task gives up in turn."""
+    pool, _ = make(max_size=1)
+
+    async def wait(timeout: float) -> float:
+        began = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await pool.aacquire(timeout=timeout)
+        return time.monotonic() - began
+
+    async def main() -> None:
+        held = await pool.aacquire()
+        slow = asyncio.create_task(wait(30.0))
+        await async_wait_until(lambda: pool.stats().waiting == 1)
+        # Queued behind a 30 s wait, each shorter one ends at its own deadline.
+        waits = await asyncio.wait_for(
+            asyncio.gather(wait(0.3), wait(0.1), wait(0.5), wait(0.2)), 10.0)
+        for timeout, waited in zip((0.3, 0.1, 0.5, 0.2), waits, strict=True):
+            assert timeout <= waited < timeout + 1.0
+        slow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slow
+        await pool.arelease(held)
+
+    asyncio.run(main())
+    assert pool.stats().timeouts_total == 4
+    assert at_rest(pool)
+
+
+@pytest.mark.parametrize("make", [sync_pool, async_pool], ids=["sync", "async"])
+def test_a_task_served_by_a_hand_over_holds_a_lease_naming_its_own_line(make: Any) -> None:
+    """A waiting task gets the released client leased to it at the hand-over: the lease
+    names where that task acquired, and only that task may release it."""
+    pool, _ = make(max_size=1, timeout=5.0)
+
+    got: list[FakeClient] = []
+    done = asyncio.Event
+
+    async def waiting_task(finish: asyncio.Event) -> None:
+        got.append(await pool.aacquire())
+        await finish.wait()
+        await pool.arelease(got[0])
+
+    async def main() -> None:
+        held = await pool.aacquire()
+        finish = done()
+        task = asyncio.create_task(waiting_task(finish))
+        await async_wait_until(lambda: pool.stats().waiting == 1)
+        await pool.arelease(held)
+        await async_wait_until(lambda: bool(got))
+        assert got[0] is held
+        (lease,) = pool.stats().leases
+        assert lease.where.endswith("in waiting_task"), lease.where
+        with pytest.raises(PoolError, match="released twice"):
+            await pool.arelease(held)  # released already, and the waiting task holds it
+        finish.set()
+        await asyncio.wait_for(task, 5.0)  # which returns it itself
+
+        # A task served by a hand-over that ends and passes its client on: whoever it
+        # passed it to may release it (its holder is gone), this task included.
+        held = await pool.aacquire()
+        passer = asyncio.create_task(pool.aacquire())
+        await async_wait_until(lambda: pool.stats().waiting == 1)
+        await pool.arelease(held)
+        assert await asyncio.wait_for(passer, 5.0) is held
+        await pool.arelease(held)
+
+    asyncio.run(main())
+    assert at_rest(pool)
 
 
 def test_threads_and_tasks_wait_in_one_queue() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -410,6 +411,78 @@ def test_system_check_reports_a_missing_httpx(monkeypatch: pytest.MonkeyPatch,
     assert [p.id for p in problems] == ["pooled_clients.E011"]
     assert "httpx is not installed" in problems[0].message
     assert "django-pooled-clients[async]" in problems[0].message
+
+
+# --------------------------------------------------------------------------- sync pools, async code
+
+
+class ResetSpy:
+    """Wraps a sync backend's ``reset`` to record the threads it ran in."""
+
+    def __init__(self, pool: Any) -> None:
+        self.threads: list[str] = []
+        backend = pool.backend
+        reset = backend.reset
+
+        def spied(client: Any) -> bool:
+            self.threads.append(threading.current_thread().name)
+            return bool(reset(client))
+
+        backend.reset = spied
+
+
+def test_a_sync_postgres_pool_used_from_async_code_rolls_back_in_a_worker_thread(
+    pg_options: dict[str, Any]
+) -> None:
+    """A connection returned inside a transaction is rolled back (a round trip: in a worker
+    thread, never on the loop); a clean one goes back at once, with no thread hop."""
+    definition = {"BACKEND": "pooled_clients.backends.postgres.PostgresBackend",
+                  "OPTIONS": dict(pg_options, autocommit=False), "MAX_SIZE": 1}
+
+    async def main(pool: Any, spy: ResetSpy) -> None:
+        async with pool.aconnection() as conn:
+            conn.execute("create temp table if not exists t (x int)")
+            conn.commit()
+        assert spy.threads == []  # idle: nothing to roll back, no worker thread
+        async with pool.aconnection() as conn:
+            conn.execute("insert into t values (1)")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert len(spy.threads) == 1 and spy.threads[0].startswith("pooled_clients-async")
+        async with pool.aconnection() as again:
+            assert again is conn
+            assert again.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert again.execute("select count(*) from t").fetchone() == (0,)
+            again.rollback()
+
+    with override_settings(POOLED_CLIENTS={"txsync": definition}):
+        pool = pools["txsync"]
+        asyncio.run(main(pool, ResetSpy(pool)))
+        assert pool.stats().idle == 1
+        pool.close(1)
+
+
+def test_a_sync_http_pool_used_from_async_code_forgets_cookies_and_headers(
+    upstream: UpstreamServer
+) -> None:
+    definition = {"BACKEND": "pooled_clients.backends.http.HTTPBackend",
+                  "OPTIONS": {"base_url": upstream.url, "timeout": 5,
+                              "headers": {"X-Team": "billing"}}, "MAX_SIZE": 1}
+
+    async def main(pool: Any) -> None:
+        async with pool.aconnection() as http:
+            http.cookies.set("session", "one-user")
+            http.headers["X-Team"] = "someone-else"
+            http.headers["X-Extra"] = "1"
+        async with pool.aconnection() as again:
+            assert again is http
+            assert not again.cookies
+            assert dict(again.headers)["X-Team"] == "billing"
+            assert "X-Extra" not in again.headers
+
+    with override_settings(POOLED_CLIENTS={"httpsync": definition}):
+        pool = pools["httpsync"]
+        asyncio.run(main(pool))
+        pool.close(1)
 
 
 # --------------------------------------------------------------------------- uvicorn

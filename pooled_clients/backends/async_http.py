@@ -175,9 +175,15 @@ class AsyncHTTPBackend(AsyncClientBackend["httpx.AsyncClient"]):
 
     async def reset(self, client: httpx.AsyncClient) -> bool:  # type: ignore[override]
         """Forget cookies and header changes so nothing leaks to the next caller."""
+        return self.reset_nowait(client)
+
+    def reset_nowait(self, client: httpx.AsyncClient) -> bool:
+        """The reset awaits nothing: forget cookies and header changes (False for a closed
+        client, which the awaited reset then discards)."""
         if client.is_closed:
             return False
-        client.cookies.clear()
+        if client.cookies:
+            client.cookies.clear()
         defaults = client.pooled_defaults  # type: ignore[attr-defined]
         if client.headers != defaults:
             client.headers = defaults

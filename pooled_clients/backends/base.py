@@ -440,6 +440,14 @@ class ClientBackend(Generic[T]):
         """Make ``client`` ready for the next caller on release; False discards it."""
         return True
 
+    def reset_nowait(self, client: T) -> bool:
+        """Make ``client`` ready for the next caller when that takes no I/O (reading a
+        status flag, clearing cookies), and say whether it is: True lets a release from
+        async code put it back at once, with no worker thread to run :meth:`reset` in;
+        False runs :meth:`reset` as usual. The default: True when the backend keeps the
+        base :meth:`reset`, which does nothing."""
+        return type(self).reset is ClientBackend.reset
+
     def describe(self) -> str:
         """The target people see: host, port, database, user; never a secret."""
         return type(self).__name__
@@ -505,6 +513,13 @@ class AsyncClientBackend(ClientBackend[T]):
     async def reset(self, client: T) -> bool:  # type: ignore[override]
         """Make ``client`` ready for the next caller; False discards it."""
         return True
+
+    def reset_nowait(self, client: T) -> bool:
+        """Make ``client`` ready for the next caller when that awaits nothing, and say
+        whether it is: True lets a release put it back without awaiting :meth:`reset`;
+        False awaits :meth:`reset` as usual. The default: True when the backend keeps the
+        base :meth:`reset`, which does nothing."""
+        return type(self).reset is AsyncClientBackend.reset
 
     def close_nowait(self, client: T) -> None:
         """Close ``client`` without awaiting: its event loop is closed or not running.

@@ -297,6 +297,10 @@ class HTTPBackend(ClientBackend[PooledSession]):
             client.headers.update(defaults)
         return True
 
+    def reset_nowait(self, client: PooledSession) -> bool:
+        """The reset does no I/O: it may run on the event loop."""
+        return self.reset(client)
+
     def check(self, client: PooledSession) -> None:
         """GET ``health_path`` (any status below 500 passes); without one, open a TCP
         connection to the base URL's host and port."""

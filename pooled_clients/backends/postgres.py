@@ -331,6 +331,10 @@ class PostgresBackend(_PostgresKeys, ClientBackend["psycopg.Connection[Any]"]):
             return False
         return client.pgconn.transaction_status == self._idle_status
 
+    def reset_nowait(self, client: psycopg.Connection[Any]) -> bool:
+        """Whether the connection is idle outside a transaction: nothing to roll back."""
+        return bool(client.pgconn.transaction_status == self._idle_status)
+
     def check(self, client: psycopg.Connection[Any]) -> None:
         """A ``SELECT 1`` round trip, bounded by the time left (never a hang)."""
         _require_idle(client)
@@ -478,6 +482,10 @@ class AsyncPostgresBackend(_PostgresKeys, AsyncClientBackend["psycopg.AsyncConne
             await client.rollback()
         except Exception:
             return False
+        return bool(client.pgconn.transaction_status == self._idle_status)
+
+    def reset_nowait(self, client: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether the connection is idle outside a transaction: nothing to roll back."""
         return bool(client.pgconn.transaction_status == self._idle_status)
 
     async def check(self, client: psycopg.AsyncConnection[Any]) -> None:  # type: ignore[override]

@@ -300,6 +300,12 @@ class AsyncPool(PoolCore[T]):
 
     # ------------------------------------------------------------------ maintenance
 
+    def _quiet_until_locked(self, now: float) -> float:
+        """An event loop may close unseen, leaving idle clients to close: a round a
+        second while there are idle clients."""
+        due = super()._quiet_until_locked(now)
+        return min(due, now + 1.0) if self._idle else due
+
     def maintain(self, now: float) -> float | None:
         """One round of upkeep, after dropping what dead event loops left behind."""
         if self._state is OPEN and not fork.forked_since(self._pid):

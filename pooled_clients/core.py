@@ -390,6 +390,9 @@ class Capacity(Protocol):
     every member's slots at once.
     """
 
+    #: Slots taken across the members (the members add and subtract theirs, lock held).
+    used: int
+
     @property
     def lock(self) -> threading.RLock:
         """The lock every member uses as its own."""
@@ -567,6 +570,10 @@ class PoolCore(Generic[T]):
         self._lock: threading.Lock | threading.RLock = (
             threading.Lock() if capacity is None else capacity.lock)
         self._pid = os.getpid()
+        #: Monotonic time before which the maintenance thread may skip this pool: set by a
+        #: round that found it settled (see :meth:`_settled_locked`), reset to 0 by any
+        #: change that needs upkeep sooner.
+        self.next_upkeep = 0.0
         self._state = OPEN
         self._idle: list[Entry[T]] = []
         self._in_use: dict[int, Entry[T]] = {}
@@ -705,6 +712,7 @@ class PoolCore(Generic[T]):
         with self._lock:
             self._drains += 1
             self._last_drained_at = time.time()
+            self.next_upkeep = 0.0
             self._fresh_after = self._stale_before = now
             self._next_probe = 0.0  # a pool failing with the old credentials tries again now
             for entry in self._in_use.values():
@@ -947,6 +955,10 @@ class PoolCore(Generic[T]):
         """(lock held) Take a slot for a creation about to start."""
         self._size += 1
         self._creating += 1
+        self.next_upkeep = 0.0
+        capacity = self.capacity
+        if capacity is not None:
+            capacity.used += 1
         if probe:
             self._probing = True
 
@@ -955,6 +967,9 @@ class PoolCore(Generic[T]):
         """(lock held) Free ``count`` slots: of creations that ended without a client
         (``creating``) or of clients now closed (``closing``)."""
         self._size -= count
+        capacity = self.capacity
+        if capacity is not None:
+            capacity.used -= count
         if creating:
             self._creating -= count
             if probe:
@@ -969,6 +984,7 @@ class PoolCore(Generic[T]):
         for entry in entries:
             entry.closing = True
         self._closing += len(entries)
+        self.next_upkeep = 0.0
         self._closed += len(entries)
         return entries
 
@@ -1209,6 +1225,7 @@ class PoolCore(Generic[T]):
                 waiter.code = frame.f_code
                 waiter.lasti = frame.f_lasti
             self._waiters.append(waiter)
+            self.next_upkeep = 0.0
             return None, waiter, spawn
 
     def _wait_outcome(self, waiter: AnyWaiter, timeout: float, woken: bool) -> Entry[T]:
@@ -1462,6 +1479,7 @@ class PoolCore(Generic[T]):
         """(lock held) Presume every client created before ``now`` dead: idle ones close
         now (in the background), ones in use when they are released."""
         self._stale_before = now
+        self.next_upkeep = 0.0
         for entry in self._in_use.values():
             if entry.created < now:
                 entry.condemn()
@@ -1558,6 +1576,7 @@ class PoolCore(Generic[T]):
         return self._state is OPEN and not fork.forked_since(self._pid)
 
     def _record_error_locked(self, exc: BaseException | None, now: float) -> None:
+        self.next_upkeep = 0.0
         if exc is not None:
             self._last_error = exc
             self._last_error_at = now
@@ -1637,7 +1656,45 @@ class PoolCore(Generic[T]):
             self._keepalive(entry)
         if self.capacity is not None and self.wants_room():
             self.capacity.freed(self)
+        with self._lock:
+            if self._settled_locked():
+                self.next_upkeep = self._quiet_until_locked(now)
         return self._next_wakeup(now)
+
+    #: The longest a settled pool goes without a round of upkeep.
+    MAX_QUIET = 60.0
+
+    def _quiet_until_locked(self, now: float) -> float:
+        """(lock held, settled) When the clients there now next need upkeep: the first to
+        pass MAX_LIFETIME, or MAX_IDLE above MIN_SIZE (a client in use idles from its
+        release on, so no sooner than ``now + MAX_IDLE``), or the next keepalive check."""
+        settings = self.settings
+        due = now + self.MAX_QUIET
+        if settings.keepalive_interval is not None and self._idle:
+            due = min(due, self._next_keepalive)
+        max_idle = settings.max_idle
+        if max_idle is not None and self._in_use:
+            due = min(due, now + max_idle)
+        above_min = max_idle is not None and self._size > settings.min_size
+        for entries in (self._idle, self._in_use.values()):
+            for entry in entries:
+                due = min(due, entry.expires)
+        if above_min:
+            assert max_idle is not None
+            for entry in self._idle:
+                due = min(due, entry.last_used + max_idle)
+        return due
+
+    def _settled_locked(self) -> bool:
+        """(lock held) Whether only time can make upkeep due: nothing is being created,
+        closed, probed or waited for, MIN_SIZE is met and no lease can leak. The maintenance
+        thread then skips the pool until :attr:`next_upkeep`; whatever unsettles it (a slot
+        taken, a client to close, a waiter, a failure, a drain) resets that to 0."""
+        return (self._state is OPEN and not (
+            self._failing or self._suspect or self._probing or self._waiters
+            or self._creating or self._closing or self._loop_creations or self._loop_closes)
+            and self._size >= self.settings.min_size
+            and (self.settings.leak_timeout is None or not self._in_use))
 
     def _expire_idle_locked(self, now: float, to_close: list[Entry[T]]) -> None:
         """(lock held) Move idle clients past MAX_LIFETIME, or idle past MAX_IDLE above

@@ -138,7 +138,7 @@ class EndpointPool(PoolGroup[T]):
                 key: object = None) -> T:
         """Check a client out of ``endpoint``, or of the endpoint ``ROUTING`` picks."""
         self._refuse_key(key)
-        return self._checkout(timeout, _getframe(1), endpoint)[0]
+        return self._acquire(timeout, _getframe(1), endpoint)
 
     def aconnection(self, timeout: float | None = None, endpoint: str | None = None,
                     key: object = None) -> AsyncGroupConnection[T]:
@@ -152,7 +152,7 @@ class EndpointPool(PoolGroup[T]):
                        key: object = None) -> T:
         """:meth:`acquire` for async code: waits without blocking the event loop."""
         self._refuse_key(key)
-        return (await self._acheckout(timeout, _getframe(1), endpoint))[0]
+        return await self._aacquire(timeout, _getframe(1), endpoint)
 
     def _refuse_key(self, key: object) -> None:
         if key is not None:

@@ -54,6 +54,9 @@ class SharedCapacity:
         #: Set when a member was refused room; cleared once no member waits for any. Until
         #: then a release need not look at every member (thousands, in a keyed pool).
         self.refused = False
+        #: Slots taken across the group, kept by the members as they take and free them
+        #: (so a creation need not add up thousands of members).
+        self.used = 0
 
     @property
     def lock(self) -> threading.RLock:
@@ -62,18 +65,19 @@ class SharedCapacity:
         if self._pid != pid:
             self._lock = threading.RLock()
             self._pid = pid
+            self.used = 0  # each member starts afresh in the child too
         return self._lock
 
     def used_locked(self) -> int:
         """(lock held) Slots taken across the group."""
-        return sum(member.size_locked() for member in self.members)
+        return self.used
 
     def room_locked(self, requester: PoolCore[Any]) -> bool:
         """(lock held) Whether the total cap allows one more client. When it does not,
         start closing one idle client of another member, unless enough closes are under
         way already for the callers who wait without a creation."""
         total = self.total_max_size
-        if total is None or self.used_locked() < total:
+        if total is None or self.used < total:
             return True
         closing = sum(member.closing_locked() for member in self.members)
         demand = 1 + sum(member.unmet_locked() for member in self.members)
@@ -168,6 +172,9 @@ class PoolGroup(Generic[T]):
         self.backend_path = backend_path
         self._started = False
         self._pid = os.getpid()
+        #: The member of each client checked out by ``acquire`` (by id), so that
+        #: ``release`` need not ask every member; checked against the member itself.
+        self._holders: dict[int, PoolCore[T]] = {}
 
     # ------------------------------------------------------------------ what members do
 
@@ -209,6 +216,18 @@ class PoolGroup(Generic[T]):
         assert first_error is not None
         raise first_error
 
+    def _acquire(self, timeout: float | None, frame: FrameType, selector: Any) -> T:
+        """``acquire``: a checkout whose member is remembered for ``release``."""
+        client, member = self._checkout(timeout, frame, selector)
+        self._holders[id(client)] = member
+        return client
+
+    async def _aacquire(self, timeout: float | None, frame: FrameType, selector: Any) -> T:
+        """``aacquire``: a checkout whose member is remembered for ``arelease``."""
+        client, member = await self._acheckout(timeout, frame, selector)
+        self._holders[id(client)] = member
+        return client
+
     def _enter_slow_path(self) -> None:
         if self._pid != os.getpid():
             self._pid = os.getpid()
@@ -225,6 +244,9 @@ class PoolGroup(Generic[T]):
 
     def owner(self, client: T) -> PoolCore[T] | None:
         """The member ``client`` is checked out of, or None."""
+        member = self._holders.get(id(client))
+        if member is not None and member.holds(client):
+            return member
         for member in self.members():
             if member.holds(client):
                 return member
@@ -248,13 +270,29 @@ class PoolGroup(Generic[T]):
         """Return ``client`` to the member it came from."""
         member = self._owner_or_raise(client)
         if member is not None:
-            member.release_from(client, discard, None)
+            self._forget_holder(client, member)
+            try:
+                member.release_from(client, discard, None)
+            except PoolError:
+                self._holders[id(client)] = member  # a refused release changed nothing
+                raise
 
     async def arelease(self, client: T, discard: bool = False) -> None:
         """:meth:`release` for async code."""
         member = self._owner_or_raise(client)
         if member is not None:
-            await member.arelease_from(client, discard, None)
+            self._forget_holder(client, member)
+            try:
+                await member.arelease_from(client, discard, None)
+            except PoolError:
+                self._holders[id(client)] = member
+                raise
+
+    def _forget_holder(self, client: T, member: PoolCore[T]) -> None:
+        """Before ``client`` goes back to ``member`` (where another caller may take it)."""
+        key = id(client)
+        if self._holders.get(key) is member:
+            self._holders.pop(key, None)
 
     # ------------------------------------------------------------------ upkeep
 

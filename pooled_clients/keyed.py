@@ -122,7 +122,7 @@ class KeyedPool(PoolGroup[T]):
                 key: Hashable | None = None) -> T:
         """Check a client of ``key`` out; return it with :meth:`release`."""
         self._require_key(key, endpoint)
-        return self._checkout(timeout, _getframe(1), key)[0]
+        return self._acquire(timeout, _getframe(1), key)
 
     def aconnection(self, timeout: float | None = None, endpoint: str | None = None,
                     key: Hashable | None = None) -> AsyncGroupConnection[T]:
@@ -134,7 +134,7 @@ class KeyedPool(PoolGroup[T]):
                        key: Hashable | None = None) -> T:
         """:meth:`acquire` for async code."""
         self._require_key(key, endpoint)
-        return (await self._acheckout(timeout, _getframe(1), key))[0]
+        return await self._aacquire(timeout, _getframe(1), key)
 
     def _require_key(self, key: Hashable | None, endpoint: str | None) -> None:
         if endpoint is not None:

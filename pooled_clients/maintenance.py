@@ -26,6 +26,8 @@ class Maintained(Protocol):
     """What the thread asks of a pool."""
 
     alias: str
+    #: Monotonic time before which the pool needs no round (0: every round).
+    next_upkeep: float
 
     def started(self) -> bool:
         """Whether the pool was used in this process."""
@@ -122,8 +124,8 @@ def _run() -> None:
         now = time.monotonic()
         sleep = MAX_SLEEP
         for pool in live_pools():
-            if not pool.started():
-                continue
+            if now < pool.next_upkeep or not pool.started():
+                continue  # a settled pool costs one comparison until it is due
             try:
                 delay = pool.maintain(now)
             except Exception:  # keep serving the other pools

@@ -294,6 +294,50 @@ def test_max_idle_shrinks_down_to_min_size() -> None:
     assert pool.stats().size == 1
 
 
+class CountingPool(Pool[FakeClient]):
+    """Counts the maintenance rounds that visit it."""
+
+    rounds = 0
+
+    def maintain(self, now: float) -> float | None:
+        self.rounds += 1
+        return super().maintain(now)
+
+
+def test_the_maintenance_thread_skips_a_settled_pool_until_something_is_due() -> None:
+    """A pool with nothing to do costs the thread one comparison a round, yet its upkeep
+    still comes on time: a client released after the pool settled expires at MAX_IDLE."""
+    settled = CountingPool("settled", FakeBackend(), PoolSettings(max_idle=300.0))
+    settled.release(settled.acquire())
+    busy = CountingPool("busy", FakeBackend(), PoolSettings(max_idle=0.6, max_size=2))
+    kept = busy.acquire()  # in use while the pool settles
+    busy.release(busy.acquire())
+    try:
+        time.sleep(1.5)  # the rounds that see the creations end
+        seen = settled.rounds
+        time.sleep(2.5)
+        # The thread runs a round a second at least: none of them visited the settled pool.
+        assert settled.rounds == seen, (seen, settled.rounds)
+        assert settled.stats().idle == 1
+        busy.release(kept)
+        # Released after the pool settled: closed at MAX_IDLE, not MAX_QUIET later.
+        wait_until(lambda: busy.stats().size == 0, timeout=3.0)
+        # A change that needs upkeep (a drain, here with MIN_SIZE) gets it at once.
+        refill = CountingPool("refill", FakeBackend(), PoolSettings(min_size=1))
+        refill.wait(5.0)
+        time.sleep(1.5)
+        before = refill.rounds
+        refill.drain()
+        wait_until(lambda: refill.stats().drains_total == 1
+                   and refill.stats().created_total == 2 and refill.stats().idle == 1,
+                   timeout=3.0)
+        assert refill.rounds > before
+        refill.close()
+    finally:
+        settled.close()
+        busy.close()
+
+
 def test_max_lifetime_replaces_old_clients_with_jitter() -> None:
     pool, _ = make_pool(max_lifetime=0.1)
     client = pool.acquire()

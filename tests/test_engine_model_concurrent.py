@@ -632,6 +632,11 @@ class ConcurrentModel(RuleBasedStateMachine):
             assert member.size <= self.max_size, member
         if self.total_cap is not None:
             assert stats.size <= self.total_cap, stats
+        if self.KIND == "endpoints":
+            # The shared cap keeps a running count of slots: it agrees with the members'.
+            capacity = self.pool.capacity
+            with capacity.lock:
+                assert capacity.used == sum(m.size_locked() for m in capacity.members), stats
         if self.closing:
             assert stats.size == 0 and stats.in_use == 0 and stats.waiting == 0, stats
             return

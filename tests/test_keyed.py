@@ -280,6 +280,35 @@ def test_an_idle_key_is_closed_after_idle_timeout_and_a_key_in_use_never(
     pool.close(2.0)
 
 
+def test_a_release_asks_only_the_key_it_came_from(identity_server: IdentityServer) -> None:
+    """``release`` finds a client's key without asking the other keys (thousands, in a
+    large keyed pool), including for a client handed to another thread."""
+    pool: KeyedPool[socket.socket] = KeyedPool(
+        "owners", TenantTCPBackend, {"host": identity_server.host, "port": identity_server.port},
+        _settings(max_size=1), max_keys=50, idle_timeout=None)
+    for i in range(50):
+        with pool.connection(key=f"tenant-{i}"):
+            pass
+    held = pool.acquire(key="tenant-7")
+    owner = pool.owner(held)
+
+    def refuse(client: object) -> bool:
+        raise AssertionError("another key was asked for the client")
+
+    for member in pool.members():
+        if member is not owner:
+            member.holds = refuse  # type: ignore[method-assign]
+    done = threading.Thread(target=pool.release, args=(held,))
+    done.start()
+    done.join(5.0)
+    assert pool.stats().in_use == 0
+    for member in pool.members():
+        member.__dict__.pop("holds", None)
+    with pytest.raises(PoolError, match="not checked out"):
+        pool.release(held)  # asks every key, finds none: released twice
+    pool.close(2.0)
+
+
 def test_a_new_key_past_max_evicts_the_least_recently_used_idle_key(
         identity_server: IdentityServer) -> None:
     pool: KeyedPool[socket.socket] = KeyedPool(

@@ -1615,6 +1615,11 @@ class PoolCore(Generic[T]):
         """One round of upkeep; returns seconds until the pool wants the next round."""
         if self._state is not OPEN or fork.forked_since(self._pid):
             return None
+        if self._timers:
+            # A loop closed while its waiters' timer was pending (WSGI runs each async view
+            # in a loop of its own): forget the timer, and with it the loop.
+            for loop in [loop for loop in list(self._timers) if loop.is_closed()]:
+                self._timers.pop(loop, None)
         settings = self.settings
         to_close: list[Entry[T]] = []
         to_check: list[Entry[T]] = []
@@ -1692,7 +1697,8 @@ class PoolCore(Generic[T]):
         taken, a client to close, a waiter, a failure, a drain) resets that to 0."""
         return (self._state is OPEN and not (
             self._failing or self._suspect or self._probing or self._waiters
-            or self._creating or self._closing or self._loop_creations or self._loop_closes)
+            or self._creating or self._closing or self._loop_creations or self._loop_closes
+            or self._timers)
             and self._size >= self.settings.min_size
             and (self.settings.leak_timeout is None or not self._in_use))
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import random
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -216,6 +218,29 @@ def test_a_task_served_by_a_hand_over_holds_a_lease_naming_its_own_line(make: An
         await pool.arelease(held)
 
     asyncio.run(main())
+    assert at_rest(pool)
+
+
+def test_loops_that_closed_with_a_wait_timer_pending_are_let_go() -> None:
+    """Under WSGI each async view runs in an event loop of its own: a loop that had a task
+    waiting (and so a pending timer) is not kept alive by the pool once it closed."""
+    pool, _ = sync_pool(max_size=1, timeout=30.0)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def request() -> None:
+        held = await pool.aacquire()
+        waiter = asyncio.create_task(pool.aacquire())
+        await async_wait_until(lambda: pool.stats().waiting == 1)
+        await pool.arelease(held)
+        await pool.arelease(await waiter)
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+
+    for _ in range(3):
+        asyncio.run(request())
+    pool.maintain(time.monotonic())
+    gc.collect()
+    # The last loop is remembered as the pool's last one; the others are gone.
+    assert [ref() for ref in loops[:-1]] == [None, None]
     assert at_rest(pool)
 
 

@@ -632,6 +632,7 @@ scripts/bootstrap                    # PostgreSQL, wrk and the virtualenv, if mi
 .venv/bin/python -m benchmarks.aio_bench --profile 5  # cProfile of AsyncPool's hot path
 .venv/bin/python -m benchmarks.aio_bench --tasks 1,10  # the async tables alone
 .venv/bin/python -m benchmarks.scale_probe --keys 1,100  # idle cost and keyed pools, as JSON
+.venv/bin/python -m benchmarks.contention --threads 16,64  # a contended checkout, no database
 ```
 
 Options: `--rounds N`, `--duration S` (seconds per cell), `--threads 1,4,16,64`,

@@ -38,3 +38,14 @@ def test_quick_benchmark_run_measures_every_part() -> None:
     assert "| 1,000 pools |" in out
     assert "maintenance thread CPU, idle" in out
     assert "### Keyed pools" in out
+
+
+def test_the_contention_probe_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.contention", "--threads", "4", "--rounds", "1",
+         "--duration", "0.1", "--work", "10"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 4 |")]
+    assert row.count("|") == 5 and row.endswith("x |"), row

@@ -461,6 +461,83 @@ def test_a_sync_postgres_pool_used_from_async_code_rolls_back_in_a_worker_thread
         pool.close(1)
 
 
+def test_a_reset_of_a_subclass_always_runs_from_async_code(pg_options: dict[str, Any]) -> None:
+    """A subclass that overrides ``reset`` (say, to clear session state) gets it called on
+    every release from async code, although the connection it inherits from is clean."""
+    from pooled_clients.backends.postgres import AsyncPostgresBackend, PostgresBackend
+    from pooled_clients.core import PoolSettings
+    from pooled_clients.pool import Pool
+
+    resets: list[str] = []
+
+    class Clearing(PostgresBackend):
+        def reset(self, client: Any) -> bool:
+            resets.append("sync")
+            return super().reset(client)
+
+    class AsyncClearing(AsyncPostgresBackend):
+        async def reset(self, client: Any) -> bool:  # type: ignore[override]
+            resets.append("async")
+            return await super().reset(client)
+
+    sync_pool: Pool[Any] = Pool("clearing", Clearing("clearing", dict(pg_options)),
+                                PoolSettings(max_size=1))
+    async_pool: AsyncPool[Any] = AsyncPool(
+        "aclearing", AsyncClearing("aclearing", dict(pg_options)), PoolSettings(max_size=1))
+
+    async def main() -> None:
+        for _ in range(2):
+            async with sync_pool.aconnection():
+                pass
+            async with async_pool.aconnection():
+                pass
+            await sync_pool.arelease(await sync_pool.aacquire())
+            await async_pool.arelease(await async_pool.aacquire())
+
+    asyncio.run(main())
+    assert resets == ["sync", "async"] * 4
+    sync_pool.close(1)
+    async_pool.close(1)
+
+
+def test_a_reset_of_an_http_subclass_always_runs_from_async_code(
+    upstream: UpstreamServer
+) -> None:
+    from pooled_clients.backends.http import HTTPBackend
+    from pooled_clients.core import PoolSettings
+    from pooled_clients.pool import Pool
+
+    resets: list[str] = []
+
+    class Signing(HTTPBackend):
+        def reset(self, client: Any) -> bool:
+            resets.append("sync")
+            return super().reset(client)
+
+    class AsyncSigning(AsyncHTTPBackend):
+        async def reset(self, client: Any) -> bool:  # type: ignore[override]
+            resets.append("async")
+            return await super().reset(client)
+
+    options = {"base_url": upstream.url, "timeout": 5}
+    sync_pool: Pool[Any] = Pool("signing", Signing("signing", dict(options)),
+                                PoolSettings(max_size=1))
+    async_pool: AsyncPool[Any] = AsyncPool("asigning", AsyncSigning("asigning", dict(options)),
+                                           PoolSettings(max_size=1))
+
+    async def main() -> None:
+        for _ in range(2):
+            async with sync_pool.aconnection():
+                pass
+            async with async_pool.aconnection():
+                pass
+
+    asyncio.run(main())
+    assert resets == ["sync", "async"] * 2
+    sync_pool.close(1)
+    async_pool.close(1)
+
+
 def test_a_sync_http_pool_used_from_async_code_forgets_cookies_and_headers(
     upstream: UpstreamServer
 ) -> None:

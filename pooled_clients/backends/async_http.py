@@ -175,11 +175,18 @@ class AsyncHTTPBackend(AsyncClientBackend["httpx.AsyncClient"]):
 
     async def reset(self, client: httpx.AsyncClient) -> bool:  # type: ignore[override]
         """Forget cookies and header changes so nothing leaks to the next caller."""
-        return self.reset_nowait(client)
+        return self._forget_changes(client)
 
     def reset_nowait(self, client: httpx.AsyncClient) -> bool:
         """The reset awaits nothing: forget cookies and header changes (False for a closed
-        client, which the awaited reset then discards)."""
+        client, which the awaited reset then discards, and in a subclass with a ``reset``
+        of its own, which then always runs)."""
+        if type(self).reset is not AsyncHTTPBackend.reset:
+            return False
+        return self._forget_changes(client)
+
+    def _forget_changes(self, client: httpx.AsyncClient) -> bool:
+        """Clear cookies and restore the default headers; False for a closed client."""
         if client.is_closed:
             return False
         if client.cookies:

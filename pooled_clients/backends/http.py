@@ -298,7 +298,10 @@ class HTTPBackend(ClientBackend[PooledSession]):
         return True
 
     def reset_nowait(self, client: PooledSession) -> bool:
-        """The reset does no I/O: it may run on the event loop."""
+        """The reset does no I/O: it may run on the event loop (not a subclass's own
+        ``reset``, which runs as usual)."""
+        if type(self).reset is not HTTPBackend.reset:
+            return False
         return self.reset(client)
 
     def check(self, client: PooledSession) -> None:

@@ -332,7 +332,10 @@ class PostgresBackend(_PostgresKeys, ClientBackend["psycopg.Connection[Any]"]):
         return client.pgconn.transaction_status == self._idle_status
 
     def reset_nowait(self, client: psycopg.Connection[Any]) -> bool:
-        """Whether the connection is idle outside a transaction: nothing to roll back."""
+        """Whether the connection is idle outside a transaction: nothing to roll back
+        (False in a subclass with a ``reset`` of its own, which then always runs)."""
+        if type(self).reset is not PostgresBackend.reset:
+            return False
         return bool(client.pgconn.transaction_status == self._idle_status)
 
     def check(self, client: psycopg.Connection[Any]) -> None:
@@ -485,7 +488,10 @@ class AsyncPostgresBackend(_PostgresKeys, AsyncClientBackend["psycopg.AsyncConne
         return bool(client.pgconn.transaction_status == self._idle_status)
 
     def reset_nowait(self, client: psycopg.AsyncConnection[Any]) -> bool:
-        """Whether the connection is idle outside a transaction: nothing to roll back."""
+        """Whether the connection is idle outside a transaction: nothing to roll back
+        (False in a subclass with a ``reset`` of its own, which then always runs)."""
+        if type(self).reset is not AsyncPostgresBackend.reset:
+            return False
         return bool(client.pgconn.transaction_status == self._idle_status)
 
     async def check(self, client: psycopg.AsyncConnection[Any]) -> None:  # type: ignore[override]

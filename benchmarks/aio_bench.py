@@ -425,10 +425,8 @@ def run_async(
 def profile_async(conninfo: str, seconds: float, top: int = 15) -> Any:
     """cProfile of ``AsyncPool`` aacquire/arelease, 1 task, no query."""
     import cProfile
-    import io
-    import pstats
 
-    from benchmarks.hotpath import ProfileEntry, ProfileResult, _name
+    from benchmarks.hotpath import ProfileResult, profile_result
 
     async def main() -> ProfileResult:
         c = await build_ours(conninfo, "")
@@ -445,17 +443,8 @@ def profile_async(conninfo: str, seconds: float, top: int = 15) -> Any:
             profiler.disable()
         finally:
             await c.close()
-        stream = io.StringIO()
-        stats = pstats.Stats(profiler, stream=stream)
-        stats.sort_stats(pstats.SortKey.TIME).print_stats(top)
-        raw = stats.stats  # type: ignore[attr-defined]
-        ordered = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)
-        entries = [
-            ProfileEntry(_name(f), int(nc), float(tt), float(ct), float(tt) / nc * 1e6 if nc else 0)
-            for f, (_cc, nc, tt, ct, _callers) in ordered[:top]
-        ]
-        return ProfileResult(c.label + ", aacquire/arelease", False, ops, seconds, entries,
-                             stream.getvalue())
+        return profile_result(profiler, c.label + ", aacquire/arelease", False, ops, seconds,
+                              top)
 
     return asyncio.run(main())
 

@@ -101,6 +101,12 @@ def profile_hot_path(
         _fixed_loop(contestant, batch, query)
         ops += batch
     profiler.disable()
+    return profile_result(profiler, contestant.label, query, ops, seconds, top)
+
+
+def profile_result(profiler: cProfile.Profile, label: str, query: bool, ops: int,
+                   seconds: float, top: int) -> ProfileResult:
+    """The ``top`` functions of a finished profile by own time, with its text report."""
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream)
     stats.sort_stats(pstats.SortKey.TIME).print_stats(top)
@@ -112,7 +118,7 @@ def profile_hot_path(
         )
         for func, (_cc, nc, tt, ct, _callers) in ordered[:top]
     ]
-    return ProfileResult(contestant.label, query, ops, seconds, entries, stream.getvalue())
+    return ProfileResult(label, query, ops, seconds, entries, stream.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

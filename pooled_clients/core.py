@@ -562,7 +562,15 @@ class PoolCore(Generic[T]):
         fast checkout needs an open pool with no acquiring stack to record, a fast release
         also no hold time or view to record."""
         self._fast_ok = self._state_value is OPEN and self._fast_leases
-        self._fast_release = self._fast_ok and not getattr(self, "_track_returns", False)
+        self._fast_release = self._fast_ok and not self._track_returns
+
+    def _follow_recording(self) -> None:
+        """Take up what releases record in this process (see :func:`record_views` and
+        :func:`record_use_times`); the caller refreshes the fast flags."""
+        self._record_use = _recording["use"]
+        self._record_views = _recording["views"]
+        # The release paths read one flag, off unless either is on.
+        self._track_returns = self._record_use or self._record_views
 
     def _reset_state(self) -> None:
         """Fresh bookkeeping: at construction and in a forked child."""
@@ -574,7 +582,8 @@ class PoolCore(Generic[T]):
         #: round that found it settled (see :meth:`_settled_locked`), reset to 0 by any
         #: change that needs upkeep sooner.
         self.next_upkeep = 0.0
-        self._state = OPEN
+        self._follow_recording()
+        self._state = OPEN  # which refreshes the fast flags
         self._idle: list[Entry[T]] = []
         self._in_use: dict[int, Entry[T]] = {}
         self._waiters: deque[AnyWaiter] = deque()
@@ -598,11 +607,6 @@ class PoolCore(Generic[T]):
         #: OpenTelemetry; hold times only while :func:`record_use_times` is on.
         self._uses = WaitWindow()
         self._creates = WaitWindow()
-        self._record_use = _recording["use"]
-        self._record_views = _recording["views"]
-        # The release paths read one flag, off unless either is on.
-        self._track_returns = self._record_use or self._record_views
-        self._refresh_fast_flags()
         # Failure state.
         self._failing = False
         self._suspect = False
@@ -2000,9 +2004,7 @@ def _record(what: str, on: bool) -> None:
                     # Untracked releases left the waits of past leases on idle clients.
                     for entry in pool._idle:
                         entry.lease_wait = 0.0
-                pool._record_use = _recording["use"]
-                pool._record_views = _recording["views"]
-                pool._track_returns = pool._record_use or pool._record_views
+                pool._follow_recording()
                 pool._refresh_fast_flags()
 
 

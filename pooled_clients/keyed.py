@@ -248,10 +248,10 @@ class KeyedPool(PoolGroup[T]):
         if not self._retired:
             return
         with self._keys_lock:
-            done = [m for m in self._retired if m.stats().size + m.stats().closing == 0]
-            for member in done:
+            done = [(m, s) for m in self._retired
+                    if (s := m.stats()).size + s.closing == 0]
+            for member, stats in done:
                 self._retired.remove(member)
-                stats = member.stats()
                 for name in _COUNTERS:
                     self._gone[name] += int(getattr(stats, name))
                 self.capacity.remove(member)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from pooled_clients.masking import secrets_in_options
+from pooled_clients.masking import mask_exception, secrets_in_options
 
 T = TypeVar("T")
 
@@ -138,28 +138,29 @@ def _provider_paths(options: Mapping[str, Any], never_called: Iterable[str],
     return found
 
 
-def _without(options: Mapping[str, Any], paths: list[OptionPath]) -> dict[str, Any]:
-    """A copy of ``options`` with the values at ``paths`` left out."""
-    result = dict(options)
-    for path in paths:
-        node = result
-        for name in path[:-1]:
-            node[name] = dict(node[name])
-            node = node[name]
-        node.pop(path[-1], None)
-    return result
+#: In :func:`_with_values`, a value that leaves its option out.
+_LEFT_OUT = object()
 
 
 def _with_values(options: Mapping[str, Any], values: dict[OptionPath, Any]) -> dict[str, Any]:
-    """A copy of ``options`` with the value at each path replaced."""
+    """A copy of ``options`` with the value at each path replaced (or left out, for
+    :data:`_LEFT_OUT`); the dicts on the way are copied, never changed."""
     result = dict(options)
     for path, value in values.items():
         node = result
         for name in path[:-1]:
             node[name] = dict(node[name])
             node = node[name]
-        node[path[-1]] = value
+        if value is _LEFT_OUT:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
     return result
+
+
+def _without(options: Mapping[str, Any], paths: list[OptionPath]) -> dict[str, Any]:
+    """A copy of ``options`` with the values at ``paths`` left out."""
+    return _with_values(options, dict.fromkeys(paths, _LEFT_OUT))
 
 
 def _secret_texts(value: object, depth: int = 0) -> list[str]:
@@ -364,8 +365,6 @@ class ClientBackend(Generic[T]):
                 try:
                     values[path] = node()
                 except BaseException as exc:
-                    from pooled_clients.masking import mask_exception
-
                     error = CallableOptionError(
                         f"the callable at {_label(path)} raised "
                         f"{mask_exception(exc, [*self.secrets(), *self.provided_secrets()])}")
